@@ -1,0 +1,14 @@
+//! RFC 7591 dynamic client registration and RFC 7592 registration
+//! management, without any BEAM: the NIF crate `ex_mcp_nif` wraps this, and
+//! the benchmark and embedded server use it directly.
+
+pub mod client;
+pub mod error;
+pub mod metadata;
+pub mod request;
+pub mod response;
+pub mod uri;
+
+pub use client::{Call, Options, Outcome, Secret};
+pub use error::{Error, RequestError, TransportError};
+pub use response::ClientInformation;

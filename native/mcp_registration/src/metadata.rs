@@ -1,0 +1,429 @@
+//! The one place that knows the client metadata fields and their rules.
+//!
+//! The client (building requests, parsing answers) and the embedded server
+//! (checking what a client sent) both go through this module, so a field or a
+//! rule is never written down twice.
+
+use serde_json::{Map, Value};
+
+use crate::error::RequestError;
+use crate::uri;
+
+/// The JSON type a field's value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A UTF-8 string.
+    Text,
+    /// An absolute http(s) URL (RFC 7591 §2: `client_uri`, `logo_uri`, ...).
+    WebUrl,
+    /// A list of strings.
+    TextList,
+    /// A JSON integer (seconds since the epoch).
+    Integer,
+    /// A JSON object (`jwks`).
+    Object,
+}
+
+/// Who sets a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Client metadata: the client sends it (RFC 7591 §2).
+    Client,
+    /// Issued by the authorization server (RFC 7591 §3.2.1, RFC 7592 §3).
+    Server,
+}
+
+/// A known client metadata or client information field.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub origin: Origin,
+    /// RFC 7592 §2.2 forbids sending it in a PUT.
+    pub forbidden_in_put: bool,
+}
+
+const fn client(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        origin: Origin::Client,
+        forbidden_in_put: false,
+    }
+}
+
+const fn issued(name: &'static str, kind: Kind, forbidden_in_put: bool) -> Field {
+    Field {
+        name,
+        kind,
+        origin: Origin::Server,
+        forbidden_in_put,
+    }
+}
+
+/// Every field this library knows, in the order the MCP TypeScript SDK's
+/// `OAuthClientInformationFull` lists them, plus the RFC 7592 management fields.
+/// Anything else a server returns is kept under `extra`.
+pub static FIELDS: &[Field] = &[
+    client("application_type", Kind::Text),
+    issued("client_id", Kind::Text, false),
+    issued("client_id_issued_at", Kind::Integer, true),
+    client("client_name", Kind::Text),
+    issued("client_secret", Kind::Text, false),
+    issued("client_secret_expires_at", Kind::Integer, true),
+    client("client_uri", Kind::WebUrl),
+    client("contacts", Kind::TextList),
+    client("grant_types", Kind::TextList),
+    client("jwks", Kind::Object),
+    client("jwks_uri", Kind::WebUrl),
+    client("logo_uri", Kind::WebUrl),
+    client("policy_uri", Kind::WebUrl),
+    client("redirect_uris", Kind::TextList),
+    client("response_types", Kind::TextList),
+    client("scope", Kind::Text),
+    client("software_id", Kind::Text),
+    client("software_statement", Kind::Text),
+    client("software_version", Kind::Text),
+    client("token_endpoint_auth_method", Kind::Text),
+    client("tos_uri", Kind::WebUrl),
+    issued("registration_access_token", Kind::Text, true),
+    issued("registration_client_uri", Kind::Text, true),
+];
+
+/// The request key that names where to register; it is never sent.
+pub const REGISTRATION_ENDPOINT: &str = "registration_endpoint";
+/// The request and answer key that holds extension metadata with string keys.
+pub const EXTRA: &str = "extra";
+
+/// Fields a registration request must have (ExMCP 0.10).
+pub const REQUIRED_FOR_REGISTRATION: &[&str] = &[REGISTRATION_ENDPOINT, "client_name", "redirect_uris"];
+
+/// ExMCP's defaults for a registration request.
+pub const DEFAULT_GRANT_TYPES: &[&str] = &["authorization_code"];
+pub const DEFAULT_RESPONSE_TYPES: &[&str] = &["code"];
+pub const DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD: &str = "none";
+
+pub fn field(name: &str) -> Option<&'static Field> {
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+/// `nil`, `""` and `[]` carry no value: they are never sent, and a required
+/// field holding one of them counts as missing.
+pub fn has_value(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => true,
+    }
+}
+
+/// Checks that `value` has the JSON type `field` requires. Used on answers,
+/// where an odd URL must not cost the caller its credentials.
+pub fn check_type(field: &Field, value: &Value) -> Result<(), String> {
+    match (field.kind, value) {
+        (Kind::Text | Kind::WebUrl, Value::String(_)) => Ok(()),
+        (Kind::Text | Kind::WebUrl, _) => Err("must be a string".into()),
+        (Kind::TextList, Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        (Kind::TextList, _) => Err("must be a list of strings".into()),
+        (Kind::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(()),
+        (Kind::Integer, _) => Err("must be an integer".into()),
+        (Kind::Object, Value::Object(_)) => Ok(()),
+        (Kind::Object, _) => Err("must be a map (a JSON object)".into()),
+    }
+}
+
+/// Checks a value a client sends: its JSON type, and for URL fields that it is
+/// an absolute http(s) URL (no `javascript:` logo).
+pub fn check_kind(field: &Field, value: &Value) -> Result<(), String> {
+    check_type(field, value)?;
+    match value {
+        Value::String(s) if field.kind == Kind::WebUrl && !uri::is_web_url(s) => {
+            Err("must be an absolute http or https URL".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The value a `client_information()` map holds for a documented key the
+/// server left out (ExMCP 0.10's shape). `None` for keys that are simply absent.
+pub fn answer_default(name: &str) -> Option<Value> {
+    let strings = |items: &[&str]| Value::Array(items.iter().map(|s| Value::from(*s)).collect());
+    match name {
+        "client_secret" | "client_secret_expires_at" | "registration_access_token" | "registration_client_uri"
+        | "client_name" => Some(Value::Null),
+        "redirect_uris" => Some(Value::Array(Vec::new())),
+        "grant_types" => Some(strings(DEFAULT_GRANT_TYPES)),
+        "response_types" => Some(strings(DEFAULT_RESPONSE_TYPES)),
+        "scope" => Some(Value::from("")),
+        _ => None,
+    }
+}
+
+/// SEP-837: `"native"` when any redirect URI uses a non-http(s) scheme or a
+/// loopback host, `"web"` otherwise.
+pub fn derive_application_type<'a>(redirect_uris: impl IntoIterator<Item = &'a str>) -> &'static str {
+    if redirect_uris.into_iter().any(uri::is_native_redirect) {
+        "native"
+    } else {
+        "web"
+    }
+}
+
+/// Checks the redirect URIs of a metadata document.
+///
+/// `redirect_uris` that is present but not a list is
+/// [`RequestError::RedirectUrisMustBeList`]; a list with non-strings names the
+/// field; the URIs that break RFC 7591 §2 / RFC 8252 rules are listed together.
+pub fn check_redirect_uris(value: &Value) -> Result<(), RequestError> {
+    let Value::Array(items) = value else {
+        return Err(RequestError::RedirectUrisMustBeList);
+    };
+    let mut invalid = Vec::new();
+    for item in items {
+        match item {
+            Value::String(s) if uri::check_redirect_uri(s).is_ok() => {}
+            Value::String(s) => invalid.push(s.clone()),
+            _ => {
+                return Err(RequestError::InvalidField {
+                    field: "redirect_uris".into(),
+                    message: "must be a list of strings".into(),
+                })
+            }
+        }
+    }
+    if invalid.is_empty() {
+        Ok(())
+    } else {
+        Err(RequestError::InvalidRedirectUris(invalid))
+    }
+}
+
+/// Which metadata a document may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A new registration (RFC 7591 §3.1): only client metadata.
+    Register,
+    /// A registration update (RFC 7592 §2.2): client metadata plus
+    /// `client_id` and `client_secret`; other issued fields are dropped later.
+    Update,
+}
+
+/// Checks every member of a client metadata document: known fields must have
+/// the right type, and `redirect_uris` must hold valid URIs. Unknown members
+/// are extension metadata and pass unchecked.
+///
+/// Members without a value (`null`, `""`, `[]`) are skipped: they are never sent.
+pub fn check_document(doc: &Map<String, Value>, purpose: Purpose) -> Result<(), RequestError> {
+    for (name, value) in doc {
+        if !has_value(value) {
+            continue;
+        }
+        let Some(field) = field(name) else { continue };
+        if purpose == Purpose::Register && field.origin == Origin::Server {
+            return Err(RequestError::InvalidField {
+                field: name.clone(),
+                message: "is issued by the authorization server and cannot be sent in a registration request".into(),
+            });
+        }
+        if field.name == "redirect_uris" {
+            check_redirect_uris(value)?;
+        } else {
+            check_kind(field, value).map_err(|message| RequestError::InvalidField {
+                field: name.clone(),
+                message,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes members without a value (`null`, `""`, `[]`).
+pub fn drop_empty(doc: &mut Map<String, Value>) {
+    doc.retain(|_, v| has_value(v));
+}
+
+/// Fills ExMCP's defaults and the derived `application_type` into a
+/// registration document. A value the caller gave always wins.
+pub fn apply_registration_defaults(doc: &mut Map<String, Value>) {
+    let strings = |items: &[&str]| Value::Array(items.iter().map(|s| Value::from(*s)).collect());
+    doc.entry("grant_types").or_insert_with(|| strings(DEFAULT_GRANT_TYPES));
+    doc.entry("response_types").or_insert_with(|| strings(DEFAULT_RESPONSE_TYPES));
+    doc.entry("token_endpoint_auth_method")
+        .or_insert_with(|| Value::from(DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD));
+    if !doc.contains_key("application_type") {
+        let derived = match doc.get("redirect_uris") {
+            Some(Value::Array(uris)) => derive_application_type(uris.iter().filter_map(Value::as_str)),
+            _ => derive_application_type([]),
+        };
+        doc.insert("application_type".into(), Value::from(derived));
+    }
+}
+
+/// Builds the body of an RFC 7592 §2.2 PUT.
+///
+/// `current` is what the server holds (from a GET), or `None` for a full
+/// replacement. `updates` goes over it; a `null` in `updates` removes the
+/// field. The fields §2.2 forbids are removed, and so is `client_secret`
+/// unless `updates` sets it. `client_id` is kept from `current` when
+/// `updates` does not name it.
+pub fn merge_for_put(current: Option<&Map<String, Value>>, updates: &Map<String, Value>) -> Map<String, Value> {
+    let mut doc = current.cloned().unwrap_or_default();
+    let caller_set_secret = updates.get("client_secret").is_some_and(has_value);
+    for (name, value) in updates {
+        doc.insert(name.clone(), value.clone());
+    }
+    drop_empty(&mut doc);
+    doc.retain(|name, _| !field(name).is_some_and(|f| f.forbidden_in_put));
+    if !caller_set_secret {
+        doc.remove("client_secret");
+    }
+    if let Some(Value::String(id)) = current.and_then(|c| c.get("client_id")) {
+        doc.entry("client_id").or_insert_with(|| Value::from(id.as_str()));
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn field_names_are_unique() {
+        for (i, a) in FIELDS.iter().enumerate() {
+            assert!(FIELDS[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+        }
+    }
+
+    #[test]
+    fn rfc7592_2_2_forbidden_fields() {
+        let forbidden: Vec<_> = FIELDS.iter().filter(|f| f.forbidden_in_put).map(|f| f.name).collect();
+        assert_eq!(
+            forbidden,
+            [
+                "client_id_issued_at",
+                "client_secret_expires_at",
+                "registration_access_token",
+                "registration_client_uri"
+            ]
+        );
+    }
+
+    #[test]
+    fn sep837_application_type_derivation() {
+        assert_eq!(derive_application_type(["https://app.example.com/cb"]), "web");
+        assert_eq!(derive_application_type(["http://localhost:8080/cb"]), "native");
+        assert_eq!(derive_application_type(["http://127.0.0.1/cb"]), "native");
+        assert_eq!(derive_application_type(["http://[::1]:3000/cb"]), "native");
+        assert_eq!(derive_application_type(["com.example.app:/cb"]), "native");
+        assert_eq!(
+            derive_application_type(["https://a.example/cb", "com.example.app:/cb"]),
+            "native"
+        );
+        assert_eq!(derive_application_type([]), "web");
+    }
+
+    #[test]
+    fn defaults_fill_only_absent_fields() {
+        let mut doc = obj(json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}));
+        apply_registration_defaults(&mut doc);
+        assert_eq!(doc["grant_types"], json!(["client_credentials"]));
+        assert_eq!(doc["response_types"], json!(["code"]));
+        assert_eq!(doc["token_endpoint_auth_method"], json!("none"));
+        assert_eq!(doc["application_type"], json!("web"));
+
+        let mut doc = obj(json!({"redirect_uris": ["http://localhost/cb"], "application_type": "web"}));
+        apply_registration_defaults(&mut doc);
+        assert_eq!(doc["application_type"], json!("web"), "the caller's value wins");
+    }
+
+    #[test]
+    fn empty_values_are_dropped() {
+        let mut doc = obj(json!({"a": null, "b": "", "c": [], "d": "x", "e": 0, "f": false}));
+        drop_empty(&mut doc);
+        assert_eq!(Value::Object(doc), json!({"d": "x", "e": 0, "f": false}));
+    }
+
+    #[test]
+    fn check_document_names_the_ill_typed_field() {
+        let err = check_document(&obj(json!({"client_name": 42})), Purpose::Register).unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::InvalidField {
+                field: "client_name".into(),
+                message: "must be a string".into()
+            }
+        );
+        let err = check_document(&obj(json!({"contacts": ["a", 1]})), Purpose::Register).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "contacts"));
+        let err = check_document(&obj(json!({"logo_uri": "javascript:alert(1)"})), Purpose::Register).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "logo_uri"));
+        let err = check_document(&obj(json!({"jwks": "keys"})), Purpose::Register).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "jwks"));
+    }
+
+    #[test]
+    fn rfc7591_3_1_issued_fields_are_not_sent_at_registration() {
+        let err = check_document(&obj(json!({"client_id": "abc"})), Purpose::Register).unwrap_err();
+        assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "client_id"));
+        assert!(check_document(&obj(json!({"client_id": "abc"})), Purpose::Update).is_ok());
+    }
+
+    #[test]
+    fn redirect_uris_shapes() {
+        assert_eq!(
+            check_redirect_uris(&json!("https://a.example/cb")),
+            Err(RequestError::RedirectUrisMustBeList)
+        );
+        assert!(matches!(
+            check_redirect_uris(&json!(["https://a.example/cb", 7])),
+            Err(RequestError::InvalidField { .. })
+        ));
+        assert_eq!(
+            check_redirect_uris(&json!(["https://a.example/cb", "javascript:x", "/relative"])),
+            Err(RequestError::InvalidRedirectUris(vec!["javascript:x".into(), "/relative".into()]))
+        );
+    }
+
+    #[test]
+    fn rfc7592_2_2_put_body_from_current_registration() {
+        let current = obj(json!({
+            "client_id": "c1",
+            "client_secret": "s",
+            "client_secret_expires_at": 0,
+            "client_id_issued_at": 1,
+            "registration_access_token": "t",
+            "registration_client_uri": "https://as.example/reg/c1",
+            "client_name": "Old",
+            "logo_uri": "https://a.example/logo.png",
+            "redirect_uris": ["https://a.example/cb"],
+            "vendor_field": 1
+        }));
+        let put = merge_for_put(Some(&current), &obj(json!({"client_name": "New", "logo_uri": null})));
+        assert_eq!(
+            Value::Object(put),
+            json!({
+                "client_id": "c1",
+                "client_name": "New",
+                "redirect_uris": ["https://a.example/cb"],
+                "vendor_field": 1
+            })
+        );
+        let put = merge_for_put(Some(&current), &obj(json!({"client_secret": "s"})));
+        assert_eq!(put["client_secret"], json!("s"), "kept when the caller sets it");
+    }
+
+    #[test]
+    fn replace_put_keeps_only_what_the_caller_sent() {
+        let put = merge_for_put(
+            None,
+            &obj(json!({"client_id": "c1", "client_name": "X", "registration_access_token": "t"})),
+        );
+        assert_eq!(Value::Object(put), json!({"client_id": "c1", "client_name": "X"}));
+    }
+}
