@@ -35,7 +35,8 @@ impl Secret {
     }
 
     fn bearer(&self) -> HeaderValue {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("checked in Secret::new");
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("checked in Secret::new");
         value.set_sensitive(true);
         value
     }
@@ -87,11 +88,15 @@ impl Default for Options {
 impl Options {
     /// Adds an extra request header; returns why it cannot be used.
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a valid header name"))?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not a valid header name"))?;
         if RESERVED_HEADERS.contains(&header.as_str()) {
-            return Err(format!("{name:?} is set by the library and cannot be overridden"));
+            return Err(format!(
+                "{name:?} is set by the library and cannot be overridden"
+            ));
         }
-        let value = HeaderValue::from_str(value).map_err(|_| format!("the value of {name:?} is not a valid header value"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of {name:?} is not a valid header value"))?;
         self.headers.append(header, value);
         Ok(())
     }
@@ -102,7 +107,10 @@ impl Options {
 enum Operation {
     Register(Registration),
     Read,
-    Update { updates: Map<String, Value>, replace: bool },
+    Update {
+        updates: Map<String, Value>,
+        replace: bool,
+    },
     Delete,
 }
 
@@ -158,7 +166,12 @@ impl Call {
         Self::management(Operation::Delete, uri, token, options)
     }
 
-    fn management(operation: Operation, uri: &str, token: String, options: Options) -> Result<Self, RequestError> {
+    fn management(
+        operation: Operation,
+        uri: &str,
+        token: String,
+        options: Options,
+    ) -> Result<Self, RequestError> {
         let url = request::endpoint_url("registration_client_uri", &Value::from(uri))?;
         let token = Secret::new("registration_access_token", token)?;
         Ok(Self {
@@ -180,10 +193,20 @@ impl Call {
 
     async fn exchange_all(self) -> Result<Outcome, Error> {
         let http = http_client(&self.options)?;
-        let send = |method, body| exchange(&http, method, &self.url, self.token.as_ref(), body, &self.options);
+        let send = |method, body| {
+            exchange(
+                &http,
+                method,
+                &self.url,
+                self.token.as_ref(),
+                body,
+                &self.options,
+            )
+        };
         match &self.operation {
             Operation::Register(registration) => {
-                let (status, body) = send(Method::POST, Some(registration.metadata.clone())).await?;
+                let (status, body) =
+                    send(Method::POST, Some(registration.metadata.clone())).await?;
                 expect(status, &[StatusCode::OK, StatusCode::CREATED], body)
             }
             Operation::Read => {
@@ -267,7 +290,10 @@ fn transport_error(err: reqwest::Error) -> TransportError {
     let connect = err.is_connect();
     let message = error_chain(&err.without_url());
     let lower = message.to_ascii_lowercase();
-    if ["certificate", "tls", "handshake", "x509"].iter().any(|w| lower.contains(w)) {
+    if ["certificate", "tls", "handshake", "x509"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
         TransportError::Tls(message)
     } else if connect {
         TransportError::Connect(message)
@@ -306,7 +332,9 @@ fn http_client(options: &Options) -> Result<reqwest::Client, TransportError> {
         cacertfile: options.cacertfile.clone(),
         connect_timeout: options.connect_timeout,
     };
-    let mut pools = POOLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut pools = POOLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(client) = pools.get(&key) {
         return Ok(client.clone());
     }
@@ -317,19 +345,23 @@ fn http_client(options: &Options) -> Result<reqwest::Client, TransportError> {
         .connect_timeout(key.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(path) = &key.cacertfile {
-        let pem = std::fs::read(path).map_err(|e| TransportError::CaCertFile(format!("{}: {e}", path.display())))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| TransportError::CaCertFile(format!("{}: {e}", path.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| TransportError::CaCertFile(format!("{}: {e}", path.display())))?;
         if certs.is_empty() {
-            return Err(TransportError::CaCertFile(format!("{}: no PEM certificate found", path.display())));
+            return Err(TransportError::CaCertFile(format!(
+                "{}: no PEM certificate found",
+                path.display()
+            )));
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
     }
-    let client = builder
-        .build()
-        .map_err(|e| TransportError::Connect(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
+    let client = builder.build().map_err(|e| {
+        TransportError::Connect(format!("cannot build the HTTP client: {}", error_chain(&e)))
+    })?;
     pools.insert(key, client.clone());
     Ok(client)
 }
@@ -363,7 +395,12 @@ mod tests {
     #[test]
     fn management_calls_check_uri_and_token() {
         assert_eq!(
-            Call::read("http://as.example.com/reg/1", "t".into(), Options::default()).unwrap_err(),
+            Call::read(
+                "http://as.example.com/reg/1",
+                "t".into(),
+                Options::default()
+            )
+            .unwrap_err(),
             RequestError::HttpsRequired
         );
         assert!(matches!(

@@ -55,7 +55,10 @@ pub enum Error {
     Request(#[from] RequestError),
     /// `{:registration_error, status, map}`: a refusal with a JSON object body.
     #[error("the server refused the request with status {status}")]
-    Registration { status: u16, body: Map<String, Value> },
+    Registration {
+        status: u16,
+        body: Map<String, Value>,
+    },
     /// `{:http_error, status, body}`: any other non-success answer.
     #[error("the server answered with status {status}")]
     Http { status: u16, body: Vec<u8> },

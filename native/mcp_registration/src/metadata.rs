@@ -96,7 +96,8 @@ pub const REGISTRATION_ENDPOINT: &str = "registration_endpoint";
 pub const EXTRA: &str = "extra";
 
 /// Fields a registration request must have (ExMCP 0.10).
-pub const REQUIRED_FOR_REGISTRATION: &[&str] = &[REGISTRATION_ENDPOINT, "client_name", "redirect_uris"];
+pub const REQUIRED_FOR_REGISTRATION: &[&str] =
+    &[REGISTRATION_ENDPOINT, "client_name", "redirect_uris"];
 
 /// ExMCP's defaults for a registration request.
 pub const DEFAULT_GRANT_TYPES: &[&str] = &["authorization_code"];
@@ -150,7 +151,10 @@ pub fn check_kind(field: &Field, value: &Value) -> Result<(), String> {
 pub fn answer_default(name: &str) -> Option<Value> {
     let strings = |items: &[&str]| Value::Array(items.iter().map(|s| Value::from(*s)).collect());
     match name {
-        "client_secret" | "client_secret_expires_at" | "registration_access_token" | "registration_client_uri"
+        "client_secret"
+        | "client_secret_expires_at"
+        | "registration_access_token"
+        | "registration_client_uri"
         | "client_name" => Some(Value::Null),
         "redirect_uris" => Some(Value::Array(Vec::new())),
         "grant_types" => Some(strings(DEFAULT_GRANT_TYPES)),
@@ -162,7 +166,9 @@ pub fn answer_default(name: &str) -> Option<Value> {
 
 /// SEP-837: `"native"` when any redirect URI uses a non-http(s) scheme or a
 /// loopback host, `"web"` otherwise.
-pub fn derive_application_type<'a>(redirect_uris: impl IntoIterator<Item = &'a str>) -> &'static str {
+pub fn derive_application_type<'a>(
+    redirect_uris: impl IntoIterator<Item = &'a str>,
+) -> &'static str {
     if redirect_uris.into_iter().any(uri::is_native_redirect) {
         "native"
     } else {
@@ -247,13 +253,17 @@ pub fn drop_empty(doc: &mut Map<String, Value>) {
 /// registration document. A value the caller gave always wins.
 pub fn apply_registration_defaults(doc: &mut Map<String, Value>) {
     let strings = |items: &[&str]| Value::Array(items.iter().map(|s| Value::from(*s)).collect());
-    doc.entry("grant_types").or_insert_with(|| strings(DEFAULT_GRANT_TYPES));
-    doc.entry("response_types").or_insert_with(|| strings(DEFAULT_RESPONSE_TYPES));
+    doc.entry("grant_types")
+        .or_insert_with(|| strings(DEFAULT_GRANT_TYPES));
+    doc.entry("response_types")
+        .or_insert_with(|| strings(DEFAULT_RESPONSE_TYPES));
     doc.entry("token_endpoint_auth_method")
         .or_insert_with(|| Value::from(DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD));
     if !doc.contains_key("application_type") {
         let derived = match doc.get("redirect_uris") {
-            Some(Value::Array(uris)) => derive_application_type(uris.iter().filter_map(Value::as_str)),
+            Some(Value::Array(uris)) => {
+                derive_application_type(uris.iter().filter_map(Value::as_str))
+            }
             _ => derive_application_type([]),
         };
         doc.insert("application_type".into(), Value::from(derived));
@@ -267,7 +277,10 @@ pub fn apply_registration_defaults(doc: &mut Map<String, Value>) {
 /// field. The fields §2.2 forbids are removed, and so is `client_secret`
 /// unless `updates` sets it. `client_id` is kept from `current` when
 /// `updates` does not name it.
-pub fn merge_for_put(current: Option<&Map<String, Value>>, updates: &Map<String, Value>) -> Map<String, Value> {
+pub fn merge_for_put(
+    current: Option<&Map<String, Value>>,
+    updates: &Map<String, Value>,
+) -> Map<String, Value> {
     let mut doc = current.cloned().unwrap_or_default();
     let caller_set_secret = updates.get("client_secret").is_some_and(has_value);
     for (name, value) in updates {
@@ -279,7 +292,8 @@ pub fn merge_for_put(current: Option<&Map<String, Value>>, updates: &Map<String,
         doc.remove("client_secret");
     }
     if let Some(Value::String(id)) = current.and_then(|c| c.get("client_id")) {
-        doc.entry("client_id").or_insert_with(|| Value::from(id.as_str()));
+        doc.entry("client_id")
+            .or_insert_with(|| Value::from(id.as_str()));
     }
     doc
 }
@@ -296,13 +310,21 @@ mod tests {
     #[test]
     fn field_names_are_unique() {
         for (i, a) in FIELDS.iter().enumerate() {
-            assert!(FIELDS[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+            assert!(
+                FIELDS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
         }
     }
 
     #[test]
     fn rfc7592_2_2_forbidden_fields() {
-        let forbidden: Vec<_> = FIELDS.iter().filter(|f| f.forbidden_in_put).map(|f| f.name).collect();
+        let forbidden: Vec<_> = FIELDS
+            .iter()
+            .filter(|f| f.forbidden_in_put)
+            .map(|f| f.name)
+            .collect();
         assert_eq!(
             forbidden,
             [
@@ -316,8 +338,14 @@ mod tests {
 
     #[test]
     fn sep837_application_type_derivation() {
-        assert_eq!(derive_application_type(["https://app.example.com/cb"]), "web");
-        assert_eq!(derive_application_type(["http://localhost:8080/cb"]), "native");
+        assert_eq!(
+            derive_application_type(["https://app.example.com/cb"]),
+            "web"
+        );
+        assert_eq!(
+            derive_application_type(["http://localhost:8080/cb"]),
+            "native"
+        );
         assert_eq!(derive_application_type(["http://127.0.0.1/cb"]), "native");
         assert_eq!(derive_application_type(["http://[::1]:3000/cb"]), "native");
         assert_eq!(derive_application_type(["com.example.app:/cb"]), "native");
@@ -330,16 +358,23 @@ mod tests {
 
     #[test]
     fn defaults_fill_only_absent_fields() {
-        let mut doc = obj(json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}));
+        let mut doc = obj(
+            json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}),
+        );
         apply_registration_defaults(&mut doc);
         assert_eq!(doc["grant_types"], json!(["client_credentials"]));
         assert_eq!(doc["response_types"], json!(["code"]));
         assert_eq!(doc["token_endpoint_auth_method"], json!("none"));
         assert_eq!(doc["application_type"], json!("web"));
 
-        let mut doc = obj(json!({"redirect_uris": ["http://localhost/cb"], "application_type": "web"}));
+        let mut doc =
+            obj(json!({"redirect_uris": ["http://localhost/cb"], "application_type": "web"}));
         apply_registration_defaults(&mut doc);
-        assert_eq!(doc["application_type"], json!("web"), "the caller's value wins");
+        assert_eq!(
+            doc["application_type"],
+            json!("web"),
+            "the caller's value wins"
+        );
     }
 
     #[test]
@@ -359,9 +394,14 @@ mod tests {
                 message: "must be a string".into()
             }
         );
-        let err = check_document(&obj(json!({"contacts": ["a", 1]})), Purpose::Register).unwrap_err();
+        let err =
+            check_document(&obj(json!({"contacts": ["a", 1]})), Purpose::Register).unwrap_err();
         assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "contacts"));
-        let err = check_document(&obj(json!({"logo_uri": "javascript:alert(1)"})), Purpose::Register).unwrap_err();
+        let err = check_document(
+            &obj(json!({"logo_uri": "javascript:alert(1)"})),
+            Purpose::Register,
+        )
+        .unwrap_err();
         assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "logo_uri"));
         let err = check_document(&obj(json!({"jwks": "keys"})), Purpose::Register).unwrap_err();
         assert!(matches!(err, RequestError::InvalidField { field, .. } if field == "jwks"));
@@ -385,8 +425,15 @@ mod tests {
             Err(RequestError::InvalidField { .. })
         ));
         assert_eq!(
-            check_redirect_uris(&json!(["https://a.example/cb", "javascript:x", "/relative"])),
-            Err(RequestError::InvalidRedirectUris(vec!["javascript:x".into(), "/relative".into()]))
+            check_redirect_uris(&json!([
+                "https://a.example/cb",
+                "javascript:x",
+                "/relative"
+            ])),
+            Err(RequestError::InvalidRedirectUris(vec![
+                "javascript:x".into(),
+                "/relative".into()
+            ]))
         );
     }
 
@@ -404,7 +451,10 @@ mod tests {
             "redirect_uris": ["https://a.example/cb"],
             "vendor_field": 1
         }));
-        let put = merge_for_put(Some(&current), &obj(json!({"client_name": "New", "logo_uri": null})));
+        let put = merge_for_put(
+            Some(&current),
+            &obj(json!({"client_name": "New", "logo_uri": null})),
+        );
         assert_eq!(
             Value::Object(put),
             json!({
@@ -415,7 +465,11 @@ mod tests {
             })
         );
         let put = merge_for_put(Some(&current), &obj(json!({"client_secret": "s"})));
-        assert_eq!(put["client_secret"], json!("s"), "kept when the caller sets it");
+        assert_eq!(
+            put["client_secret"],
+            json!("s"),
+            "kept when the caller sets it"
+        );
     }
 
     #[test]
@@ -424,6 +478,9 @@ mod tests {
             None,
             &obj(json!({"client_id": "c1", "client_name": "X", "registration_access_token": "t"})),
         );
-        assert_eq!(Value::Object(put), json!({"client_id": "c1", "client_name": "X"}));
+        assert_eq!(
+            Value::Object(put),
+            json!({"client_id": "c1", "client_name": "X"})
+        );
     }
 }

@@ -76,10 +76,15 @@ fn flatten_extra(mut doc: Map<String, Value>) -> Result<Map<String, Value>, Requ
         None | Some(Value::Null) => {}
         Some(Value::Object(members)) => {
             for (name, value) in members {
-                if metadata::field(&name).is_some() || name == REGISTRATION_ENDPOINT || name == EXTRA {
+                if metadata::field(&name).is_some()
+                    || name == REGISTRATION_ENDPOINT
+                    || name == EXTRA
+                {
                     return Err(RequestError::InvalidField {
                         field: EXTRA.into(),
-                        message: format!("must not hold {name:?}, which is a known field; set it directly"),
+                        message: format!(
+                            "must not hold {name:?}, which is a known field; set it directly"
+                        ),
                     });
                 }
                 doc.insert(name, value);
@@ -117,7 +122,11 @@ mod tests {
         let err = registration(request(json!({"client_name": ""}))).unwrap_err();
         assert_eq!(
             err,
-            RequestError::MissingRequiredFields(vec!["registration_endpoint", "client_name", "redirect_uris"])
+            RequestError::MissingRequiredFields(vec![
+                "registration_endpoint",
+                "client_name",
+                "redirect_uris"
+            ])
         );
         let mut r = minimal();
         r.insert("redirect_uris".into(), json!([]));
@@ -152,7 +161,10 @@ mod tests {
     #[test]
     fn endpoint_rules() {
         let mut r = minimal();
-        r.insert("registration_endpoint".into(), json!("http://as.example.com/register"));
+        r.insert(
+            "registration_endpoint".into(),
+            json!("http://as.example.com/register"),
+        );
         assert_eq!(registration(r).unwrap_err(), RequestError::HttpsRequired);
         let mut r = minimal();
         r.insert("registration_endpoint".into(), json!(42));
@@ -168,9 +180,15 @@ mod tests {
             RequestError::InvalidField { field, .. } if field == "redirect_uri"));
 
         let mut r = minimal();
-        r.insert("extra".into(), json!({"post_logout_redirect_uris": ["https://a.example/bye"]}));
+        r.insert(
+            "extra".into(),
+            json!({"post_logout_redirect_uris": ["https://a.example/bye"]}),
+        );
         let reg = registration(r).unwrap();
-        assert_eq!(reg.metadata["post_logout_redirect_uris"], json!(["https://a.example/bye"]));
+        assert_eq!(
+            reg.metadata["post_logout_redirect_uris"],
+            json!(["https://a.example/bye"])
+        );
 
         let mut r = minimal();
         r.insert("extra".into(), json!({"client_name": "sneaky"}));

@@ -15,19 +15,25 @@ pub struct ClientInformation {
 
 impl ClientInformation {
     pub fn client_id(&self) -> &str {
-        self.document.get("client_id").and_then(Value::as_str).unwrap_or_default()
+        self.document
+            .get("client_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     /// The members that are not known fields: they go under `extra`.
     pub fn extra(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.document.iter().filter(|(k, _)| metadata::field(k).is_none())
+        self.document
+            .iter()
+            .filter(|(k, _)| metadata::field(k).is_none())
     }
 }
 
 /// Parses a success body. It must be a JSON object with a string `client_id`,
 /// and every known field must have its documented type.
 pub fn client_information(body: &[u8]) -> Result<ClientInformation, Error> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| Error::JsonDecode(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| Error::JsonDecode(e.to_string()))?;
     let Value::Object(mut document) = value else {
         return Err(Error::InvalidResponse(format!(
             "expected a JSON object, got {}",
@@ -37,8 +43,16 @@ pub fn client_information(body: &[u8]) -> Result<ClientInformation, Error> {
     document.retain(|_, v| !v.is_null());
     match document.get("client_id") {
         Some(Value::String(id)) if !id.is_empty() => {}
-        Some(_) => return Err(Error::InvalidResponse("client_id must be a non-empty string".into())),
-        None => return Err(Error::InvalidResponse("the response has no client_id".into())),
+        Some(_) => {
+            return Err(Error::InvalidResponse(
+                "client_id must be a non-empty string".into(),
+            ))
+        }
+        None => {
+            return Err(Error::InvalidResponse(
+                "the response has no client_id".into(),
+            ))
+        }
     }
     for (name, value) in &document {
         if let Some(field) = metadata::field(name) {
@@ -83,7 +97,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(info.client_id(), "abc");
-        assert!(!info.document.contains_key("client_secret"), "null is absent");
+        assert!(
+            !info.document.contains_key("client_secret"),
+            "null is absent"
+        );
         assert_eq!(info.document["client_name"], json!("Café"));
         let extra: Vec<_> = info.extra().map(|(k, _)| k.as_str()).collect();
         assert_eq!(extra, ["vendor_x"]);
@@ -93,15 +110,28 @@ mod tests {
     fn answers_without_a_usable_client_id_are_invalid() {
         assert_eq!(
             client_information(br#"{"client_name":"x"}"#),
-            Err(Error::InvalidResponse("the response has no client_id".into()))
+            Err(Error::InvalidResponse(
+                "the response has no client_id".into()
+            ))
         );
-        assert!(matches!(client_information(br#"{"client_id":7}"#), Err(Error::InvalidResponse(_))));
-        assert!(matches!(client_information(br#"{"client_id":null}"#), Err(Error::InvalidResponse(_))));
+        assert!(matches!(
+            client_information(br#"{"client_id":7}"#),
+            Err(Error::InvalidResponse(_))
+        ));
+        assert!(matches!(
+            client_information(br#"{"client_id":null}"#),
+            Err(Error::InvalidResponse(_))
+        ));
         assert_eq!(
             client_information(b"[1]"),
-            Err(Error::InvalidResponse("expected a JSON object, got an array".into()))
+            Err(Error::InvalidResponse(
+                "expected a JSON object, got an array".into()
+            ))
         );
-        assert!(matches!(client_information(b"{"), Err(Error::JsonDecode(_))));
+        assert!(matches!(
+            client_information(b"{"),
+            Err(Error::JsonDecode(_))
+        ));
         assert!(matches!(
             client_information(br#"{"client_id":"a","client_secret_expires_at":"0"}"#),
             Err(Error::InvalidResponse(m)) if m.starts_with("client_secret_expires_at")
@@ -111,10 +141,22 @@ mod tests {
     #[test]
     fn hostile_json_is_an_error_not_a_crash() {
         let deep = "[".repeat(100_000);
-        assert!(matches!(client_information(deep.as_bytes()), Err(Error::JsonDecode(_))));
+        assert!(matches!(
+            client_information(deep.as_bytes()),
+            Err(Error::JsonDecode(_))
+        ));
         let big = format!(r#"{{"client_id":"a","n":{}}}"#, "9".repeat(400));
-        assert!(client_information(big.as_bytes()).is_ok() || matches!(client_information(big.as_bytes()), Err(Error::JsonDecode(_))));
-        assert!(matches!(client_information(b"{\"client_id\":\"\xff\"}"), Err(Error::JsonDecode(_))));
+        assert!(
+            client_information(big.as_bytes()).is_ok()
+                || matches!(
+                    client_information(big.as_bytes()),
+                    Err(Error::JsonDecode(_))
+                )
+        );
+        assert!(matches!(
+            client_information(b"{\"client_id\":\"\xff\"}"),
+            Err(Error::JsonDecode(_))
+        ));
         let dup = client_information(br#"{"client_id":"a","client_id":"b"}"#).unwrap();
         assert_eq!(dup.client_id(), "b", "the last duplicate wins");
     }
@@ -125,8 +167,17 @@ mod tests {
             refusal(400, br#"{"error":"invalid_redirect_uri"}"#.to_vec()),
             Error::Registration { status: 400, .. }
         ));
-        assert!(matches!(refusal(500, b"<html>".to_vec()), Error::Http { status: 500, .. }));
-        assert!(matches!(refusal(400, b"[]".to_vec()), Error::Http { status: 400, .. }));
-        assert!(matches!(refusal(302, b"{}".to_vec()), Error::Http { status: 302, .. }));
+        assert!(matches!(
+            refusal(500, b"<html>".to_vec()),
+            Error::Http { status: 500, .. }
+        ));
+        assert!(matches!(
+            refusal(400, b"[]".to_vec()),
+            Error::Http { status: 400, .. }
+        ));
+        assert!(matches!(
+            refusal(302, b"{}".to_vec()),
+            Error::Http { status: 302, .. }
+        ));
     }
 }

@@ -87,18 +87,23 @@ pub enum EndpointProblem {
 /// Checks a registration endpoint or registration client URI: https, or
 /// http on a loopback host. Nothing is sent anywhere else.
 pub fn check_endpoint(raw: &str) -> Result<Url, EndpointProblem> {
-    let url = Url::parse(raw).map_err(|_| EndpointProblem::Invalid("must be an absolute http or https URL"))?;
+    let url = Url::parse(raw)
+        .map_err(|_| EndpointProblem::Invalid("must be an absolute http or https URL"))?;
     if url.host().is_none() {
         return Err(EndpointProblem::Invalid("must have a host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(EndpointProblem::Invalid("must not carry credentials in the URL"));
+        return Err(EndpointProblem::Invalid(
+            "must not carry credentials in the URL",
+        ));
     }
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback_url(&url) => Ok(url),
         "http" => Err(EndpointProblem::HttpsRequired),
-        _ => Err(EndpointProblem::Invalid("must be an absolute http or https URL")),
+        _ => Err(EndpointProblem::Invalid(
+            "must be an absolute http or https URL",
+        )),
     }
 }
 
@@ -124,9 +129,18 @@ mod tests {
         for (bad, why) in [
             ("/callback", RedirectUriProblem::NotAbsolute),
             ("not a uri", RedirectUriProblem::NotAbsolute),
-            ("https://app.example.com/cb#frag", RedirectUriProblem::HasFragment),
-            ("http://app.example.com/cb", RedirectUriProblem::HttpNotLoopback),
-            ("http://localhost.evil.com/cb", RedirectUriProblem::HttpNotLoopback),
+            (
+                "https://app.example.com/cb#frag",
+                RedirectUriProblem::HasFragment,
+            ),
+            (
+                "http://app.example.com/cb",
+                RedirectUriProblem::HttpNotLoopback,
+            ),
+            (
+                "http://localhost.evil.com/cb",
+                RedirectUriProblem::HttpNotLoopback,
+            ),
             ("http://128.0.0.1/cb", RedirectUriProblem::HttpNotLoopback),
             ("javascript:alert(1)", RedirectUriProblem::DangerousScheme),
             ("JavaScript:alert(1)", RedirectUriProblem::DangerousScheme),
@@ -148,8 +162,14 @@ mod tests {
             check_endpoint("http://as.example.com/register"),
             Err(EndpointProblem::HttpsRequired)
         );
-        assert!(matches!(check_endpoint("ftp://as.example.com/"), Err(EndpointProblem::Invalid(_))));
-        assert!(matches!(check_endpoint("register"), Err(EndpointProblem::Invalid(_))));
+        assert!(matches!(
+            check_endpoint("ftp://as.example.com/"),
+            Err(EndpointProblem::Invalid(_))
+        ));
+        assert!(matches!(
+            check_endpoint("register"),
+            Err(EndpointProblem::Invalid(_))
+        ));
         assert!(matches!(
             check_endpoint("https://user:pw@as.example.com/"),
             Err(EndpointProblem::Invalid(_))

@@ -1,0 +1,471 @@
+defmodule ExMCP.Authorization.ClientRegistration do
+  @moduledoc """
+  Dynamic Client Registration for OAuth 2.1: an MCP client registers itself
+  with an authorization server at runtime (RFC 7591), then reads, updates and
+  deletes that registration (RFC 7592).
+
+  A drop-in replacement for ExMCP 0.10's module of the same name: the three
+  documented functions keep their arities, argument order and reason shapes.
+  The HTTP work runs in Rust on a tokio runtime; no BEAM scheduler ever waits
+  on the network.
+
+  ## Example
+
+      {:ok, client} =
+        ExMCP.Authorization.ClientRegistration.register_client(%{
+          registration_endpoint: "https://auth.example.com/register",
+          client_name: "My MCP Client",
+          redirect_uris: ["http://localhost:8080/callback"],
+          scope: "mcp:read mcp:write"
+        })
+
+      client.client_id
+      #=> "s6BhdRkqt3"
+
+      # RFC 7592: read, update, delete with the registration access token.
+      {:ok, client} =
+        ExMCP.Authorization.ClientRegistration.get_client_information(
+          client.registration_client_uri,
+          client.registration_access_token
+        )
+
+      {:ok, client} =
+        ExMCP.Authorization.ClientRegistration.update_client_information(
+          client.registration_client_uri,
+          client.registration_access_token,
+          %{client_name: "My MCP Client v2"}
+        )
+
+      :ok =
+        ExMCP.Authorization.ClientRegistration.delete_client(
+          client.registration_client_uri,
+          client.registration_access_token
+        )
+
+  Store the `registration_access_token` of every answer: a server may rotate
+  it on update, and then the old one stops working.
+
+  ## The request
+
+  Required: `:registration_endpoint`, `:client_name`, `:redirect_uris`.
+  Optional: every client metadata field of RFC 7591 §2 and the MCP
+  specification — `:application_type`, `:client_uri`, `:contacts`,
+  `:grant_types`, `:jwks`, `:jwks_uri`, `:logo_uri`, `:policy_uri`,
+  `:response_types`, `:scope`, `:software_id`, `:software_statement`,
+  `:software_version`, `:token_endpoint_auth_method`, `:tos_uri` — and
+  `:extra`, a map of extension metadata with string keys, sent as it is.
+
+  Fields holding `nil`, `""` or `[]` are not sent. When absent, `grant_types`
+  is `["authorization_code"]`, `response_types` is `["code"]`,
+  `token_endpoint_auth_method` is `"none"`, and `application_type` is derived
+  from the redirect URIs (SEP-837): `"native"` if any uses a non-http(s)
+  scheme or a loopback host, `"web"` otherwise. A value you give always wins.
+
+  Redirect URIs must be absolute, have no fragment, and be https, http on a
+  loopback host (`localhost`, `127.0.0.0/8`, `[::1]`), or a private-use scheme
+  such as `com.example.app:/cb` (RFC 8252). `javascript:`, `data:`,
+  `vbscript:` and `file:` are refused. Endpoints must be https, or http on a
+  loopback host.
+
+  ## The answer
+
+  `t:client_information/0`: a map with atom keys. The ten documented keys are
+  always present (`nil`, `[]`, the RFC defaults or `""` when the server left
+  one out). Every other known field the server returned is there too, such as
+  `:client_id_issued_at`, `:token_endpoint_auth_method` and
+  `:application_type`. Members this library does not know are under `:extra`,
+  with string keys: no atom is ever created from server data. A JSON `null`
+  counts as absent.
+
+  ## Options
+
+  | Option | Default | Meaning |
+  |---|---|---|
+  | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included. |
+  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP and TLS). |
+  | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. |
+  | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
+  | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. |
+  | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
+  | `:replace` | `false` | `update_client_information/4` only: send `updates` as the whole record instead of merging over the current one. |
+
+  Defaults of `:timeout`, `:connect_timeout`, `:max_response_bytes`,
+  `:headers` and `:cacertfile` can be set in the application environment:
+
+      config :ex_mcp_registration, timeout: 30_000, cacertfile: "/etc/ssl/corp-ca.pem"
+
+  An unknown or ill-typed option raises `ArgumentError` naming the option.
+  The tokio worker count is read once, when the NIF loads:
+  `config :ex_mcp_registration, runtime_worker_threads: 2` (default: 2, or 1
+  on a one-core machine).
+
+  ## Errors
+
+  Every function returns `{:error, reason}`; `format_error/1` turns any
+  reason into one sentence. Reasons:
+
+  | Reason | When |
+  |---|---|
+  | `{:missing_required_fields, [atom]}` | A required request field is absent or empty. |
+  | `:redirect_uris_must_be_list` | `redirect_uris` is not a list. |
+  | `{:invalid_redirect_uris, [uri]}` | These redirect URIs break the rules above. |
+  | `:https_required` | The endpoint or registration client URI is plain http to a non-loopback host. |
+  | `{:invalid_field, field, message}` | A request value has the wrong type or form, or `field` is not client metadata. |
+  | `{:registration_error, status, map}` | The server refused with a JSON object, usually `%{"error" => _, "error_description" => _}`. |
+  | `{:http_error, status, body}` | Any other non-success answer, redirects (never followed) included. `body` is a binary. |
+  | `{:invalid_response, message}` | A success answer without a usable `client_id`, or a known field of the wrong type. |
+  | `{:json_decode_error, message}` | A success answer that is not JSON. |
+  | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange), `{:cacertfile, message}` or `{:panic, message}` (a bug, reported rather than crashing). |
+
+  No reason, message or log line ever holds a client secret or a token.
+  """
+
+  alias ExMCP.Authorization.Native
+
+  @app :ex_mcp_registration
+
+  @typedoc "A registration request: the required fields plus any client metadata."
+  @type registration_request() :: %{
+          required(:registration_endpoint) => String.t(),
+          required(:client_name) => String.t(),
+          required(:redirect_uris) => [String.t()],
+          optional(:grant_types) => [String.t()],
+          optional(:response_types) => [String.t()],
+          optional(:scope) => String.t() | nil,
+          optional(:token_endpoint_auth_method) => String.t(),
+          optional(:application_type) => String.t() | nil,
+          optional(:client_uri) => String.t() | nil,
+          optional(:logo_uri) => String.t() | nil,
+          optional(:contacts) => [String.t()] | nil,
+          optional(:tos_uri) => String.t() | nil,
+          optional(:policy_uri) => String.t() | nil,
+          optional(:jwks_uri) => String.t() | nil,
+          optional(:jwks) => map() | nil,
+          optional(:software_id) => String.t() | nil,
+          optional(:software_version) => String.t() | nil,
+          optional(:software_statement) => String.t() | nil,
+          optional(:extra) => %{optional(String.t()) => term()}
+        }
+
+  @typedoc "A registered client, as the server describes it."
+  @type client_information() :: %{
+          required(:client_id) => String.t(),
+          required(:client_secret) => String.t() | nil,
+          required(:client_secret_expires_at) => integer() | nil,
+          required(:registration_access_token) => String.t() | nil,
+          required(:registration_client_uri) => String.t() | nil,
+          required(:client_name) => String.t() | nil,
+          required(:redirect_uris) => [String.t()],
+          required(:grant_types) => [String.t()],
+          required(:response_types) => [String.t()],
+          required(:scope) => String.t(),
+          optional(:client_id_issued_at) => integer(),
+          optional(:token_endpoint_auth_method) => String.t(),
+          optional(:application_type) => String.t(),
+          optional(:client_uri) => String.t(),
+          optional(:logo_uri) => String.t(),
+          optional(:contacts) => [String.t()],
+          optional(:tos_uri) => String.t(),
+          optional(:policy_uri) => String.t(),
+          optional(:jwks_uri) => String.t(),
+          optional(:jwks) => map(),
+          optional(:software_id) => String.t(),
+          optional(:software_version) => String.t(),
+          optional(:software_statement) => String.t(),
+          optional(:extra) => %{optional(String.t()) => term()}
+        }
+
+  @typedoc "Why the transport failed."
+  @type transport_reason() ::
+          :timeout
+          | {:connect, String.t()}
+          | {:tls, String.t()}
+          | {:body_too_large, pos_integer()}
+          | {:connection, String.t()}
+          | {:cacertfile, String.t()}
+          | {:panic, String.t()}
+
+  @typedoc "Every error reason. See the moduledoc's table."
+  @type reason() ::
+          {:missing_required_fields, [atom()]}
+          | :redirect_uris_must_be_list
+          | {:invalid_redirect_uris, [String.t()]}
+          | :https_required
+          | {:invalid_field, atom() | String.t(), String.t()}
+          | {:registration_error, pos_integer(), map()}
+          | {:http_error, pos_integer(), binary()}
+          | {:invalid_response, String.t()}
+          | {:json_decode_error, String.t()}
+          | {:request_failed, transport_reason()}
+
+  @typedoc "Options; see the moduledoc's table."
+  @type option() ::
+          {:timeout, pos_integer()}
+          | {:connect_timeout, pos_integer()}
+          | {:max_response_bytes, pos_integer()}
+          | {:headers, [{String.t(), String.t()}]}
+          | {:cacertfile, Path.t() | nil}
+          | {:initial_access_token, String.t() | nil}
+          | {:replace, boolean()}
+
+  @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
+  @defaults [
+    timeout: 15_000,
+    connect_timeout: 5_000,
+    max_response_bytes: 1_048_576,
+    headers: [],
+    cacertfile: nil
+  ]
+
+  @doc """
+  Registers a new client with the authorization server (RFC 7591 §3).
+
+  Sends the client metadata to `request.registration_endpoint` and returns
+  the client information the server issued. Accepts `:initial_access_token`
+  besides the common options.
+
+  ## Example
+
+      {:ok, %{client_id: id, registration_access_token: token}} =
+        register_client(
+          %{
+            registration_endpoint: "https://auth.example.com/register",
+            client_name: "Café 日本",
+            redirect_uris: ["http://127.0.0.1:8080/callback"]
+          },
+          initial_access_token: System.fetch_env!("AS_INITIAL_TOKEN")
+        )
+  """
+  @spec register_client(registration_request(), [option()]) ::
+          {:ok, client_information()} | {:error, reason()}
+  def register_client(request, opts \\ []) do
+    request = request_map!(request, "request")
+    opts = options!(opts, [:initial_access_token])
+    Native.call(&Native.register(request, native_options(opts), &1), opts[:timeout])
+  end
+
+  @doc """
+  Reads the current registration (RFC 7592 §2.1), authenticating with the
+  registration access token.
+
+  ## Example
+
+      {:ok, client} = get_client_information(client.registration_client_uri, client.registration_access_token)
+  """
+  @spec get_client_information(String.t(), String.t(), [option()]) ::
+          {:ok, client_information()} | {:error, reason()}
+  def get_client_information(registration_client_uri, registration_access_token, opts \\ []) do
+    opts = options!(opts, [])
+
+    Native.call(
+      &Native.get(registration_client_uri, registration_access_token, native_options(opts), &1),
+      opts[:timeout]
+    )
+  end
+
+  @doc """
+  Updates the registration (RFC 7592 §2.2) and returns what the server now
+  holds.
+
+  A PUT replaces the whole registration, and servers reset every field it
+  leaves out. So by default this reads the current registration, merges
+  `updates` over it (a `nil` value removes that field), drops the fields
+  §2.2 forbids in a PUT (`registration_access_token`,
+  `registration_client_uri`, `client_secret_expires_at`,
+  `client_id_issued_at`, and `client_secret` unless `updates` sets it), keeps
+  `client_id`, and sends the result.
+
+  With `replace: true` nothing is read: `updates` is sent as the whole record
+  (it should carry `client_id`), after dropping the forbidden fields.
+
+  Servers may rotate the registration access token here: store the
+  `registration_access_token` of the answer.
+
+  ## Example
+
+      {:ok, client} =
+        update_client_information(uri, token, %{client_name: "Renamed", logo_uri: nil})
+
+      store_token(client.registration_access_token)
+  """
+  @spec update_client_information(String.t(), String.t(), map(), [option()]) ::
+          {:ok, client_information()} | {:error, reason()}
+  def update_client_information(registration_client_uri, registration_access_token, updates, opts \\ []) do
+    updates = request_map!(updates, "updates")
+    opts = options!(opts, [:replace])
+
+    Native.call(
+      &Native.update(
+        registration_client_uri,
+        registration_access_token,
+        updates,
+        Keyword.get(opts, :replace, false),
+        native_options(opts),
+        &1
+      ),
+      opts[:timeout]
+    )
+  end
+
+  @doc """
+  Deletes the registration (RFC 7592 §2.3). Returns `:ok` when the server
+  answers 204 (or 200); afterwards the client and its token are gone.
+
+  ## Example
+
+      :ok = delete_client(client.registration_client_uri, client.registration_access_token)
+  """
+  @spec delete_client(String.t(), String.t(), [option()]) :: :ok | {:error, reason()}
+  def delete_client(registration_client_uri, registration_access_token, opts \\ []) do
+    opts = options!(opts, [])
+
+    Native.call(
+      &Native.delete(registration_client_uri, registration_access_token, native_options(opts), &1),
+      opts[:timeout]
+    )
+  end
+
+  @doc """
+  Turns any error reason of this module into one human sentence. It never
+  contains a secret or a token.
+
+  ## Example
+
+      iex> ExMCP.Authorization.ClientRegistration.format_error({:missing_required_fields, [:client_name]})
+      "the registration request is missing required fields: client_name"
+  """
+  @spec format_error(reason() | term()) :: String.t()
+  def format_error({:missing_required_fields, fields}),
+    do: "the registration request is missing required fields: #{Enum.map_join(fields, ", ", &to_string/1)}"
+
+  def format_error(:redirect_uris_must_be_list), do: "redirect_uris must be a list of URI strings"
+
+  def format_error({:invalid_redirect_uris, uris}),
+    do:
+      "these redirect URIs are not allowed (they must be absolute, without a fragment, and https, " <>
+        "loopback http or a private-use scheme): #{Enum.join(uris, ", ")}"
+
+  def format_error(:https_required),
+    do: "the endpoint must use https; plain http is allowed only to localhost, 127.0.0.0/8 or [::1]"
+
+  def format_error({:invalid_field, field, message}), do: "#{field} #{message}"
+
+  def format_error({:registration_error, status, %{} = body}) do
+    case {body["error"], body["error_description"]} do
+      {error, description} when is_binary(error) and is_binary(description) ->
+        "the authorization server refused the request (HTTP #{status}): #{clip(error)}: #{clip(description)}"
+
+      {error, _} when is_binary(error) ->
+        "the authorization server refused the request (HTTP #{status}): #{clip(error)}"
+
+      _ ->
+        "the authorization server refused the request (HTTP #{status})"
+    end
+  end
+
+  def format_error({:http_error, status, body}) when status in 300..399,
+    do: "the server answered with a redirect (HTTP #{status}), which is not followed#{body_size(body)}"
+
+  def format_error({:http_error, status, body}),
+    do: "the server answered HTTP #{status} with a body that is not a JSON object#{body_size(body)}"
+
+  def format_error({:invalid_response, message}),
+    do: "the server's answer is not valid client information: #{message}"
+
+  def format_error({:json_decode_error, message}), do: "the server's answer is not valid JSON: #{message}"
+  def format_error({:request_failed, :timeout}), do: "the request timed out"
+  def format_error({:request_failed, {:connect, message}}), do: "could not connect to the server: #{message}"
+  def format_error({:request_failed, {:tls, message}}), do: "the TLS connection failed: #{message}"
+
+  def format_error({:request_failed, {:body_too_large, limit}}),
+    do: "the server's answer was larger than the #{limit}-byte limit (option :max_response_bytes)"
+
+  def format_error({:request_failed, {:connection, message}}),
+    do: "the connection failed during the exchange: #{message}"
+
+  def format_error({:request_failed, {:cacertfile, message}}),
+    do: "the :cacertfile option could not be used: #{message}"
+
+  def format_error({:request_failed, {:panic, message}}),
+    do: "an internal error occurred in the native client (please report it): #{message}"
+
+  def format_error({:request_failed, other}), do: "the request failed: #{inspect(other)}"
+  def format_error(other), do: "client registration failed: #{inspect(other)}"
+
+  defp clip(text) when byte_size(text) > 300, do: binary_part(text, 0, 300) <> "…"
+  defp clip(text), do: text
+
+  defp body_size(body) when is_binary(body) and byte_size(body) > 0, do: " (#{byte_size(body)} bytes)"
+  defp body_size(_), do: ""
+
+  # -- Arguments and options ---------------------------------------------------
+
+  defp request_map!(map, _what) when is_map(map) and not is_struct(map), do: map
+
+  defp request_map!(other, what),
+    do: raise(ArgumentError, "the #{what} must be a map, got: #{type_name(other)}")
+
+  defp options!(opts, extra_keys) do
+    unless is_list(opts) and Enum.all?(opts, &match?({key, _} when is_atom(key), &1)) do
+      raise ArgumentError, "options must be a keyword list, got: #{type_name(opts)}"
+    end
+
+    allowed = @common_options ++ extra_keys
+
+    Enum.each(opts, fn {key, _} ->
+      unless key in allowed do
+        raise ArgumentError,
+              "unknown option #{inspect(key)}; this function accepts #{Enum.map_join(allowed, ", ", &inspect/1)}"
+      end
+    end)
+
+    configured = for key <- @common_options, (value = Application.get_env(@app, key)) != nil, do: {key, value}
+
+    @defaults
+    |> Keyword.merge(configured)
+    |> Keyword.merge(opts)
+    |> Enum.map(fn {key, value} -> {key, check_option!(key, value)} end)
+  end
+
+  defp check_option!(key, value) when key in [:timeout, :connect_timeout, :max_response_bytes] do
+    if is_integer(value) and value > 0,
+      do: value,
+      else: raise(ArgumentError, "option #{inspect(key)} must be a positive integer, got: #{inspect(value)}")
+  end
+
+  defp check_option!(:headers, headers) do
+    valid? = is_list(headers) and Enum.all?(headers, &match?({n, v} when is_binary(n) and is_binary(v), &1))
+
+    if valid?,
+      do: headers,
+      else: raise(ArgumentError, "option :headers must be a list of {name, value} string tuples")
+  end
+
+  defp check_option!(:cacertfile, nil), do: nil
+  defp check_option!(:cacertfile, path) when is_binary(path), do: path
+  defp check_option!(:cacertfile, path) when is_list(path), do: List.to_string(path)
+
+  defp check_option!(:cacertfile, other),
+    do: raise(ArgumentError, "option :cacertfile must be a path, got: #{type_name(other)}")
+
+  defp check_option!(:initial_access_token, token) when is_binary(token) or is_nil(token), do: token
+
+  # Never echo a token, not even a malformed one.
+  defp check_option!(:initial_access_token, other),
+    do: raise(ArgumentError, "option :initial_access_token must be a string, got: #{type_name(other)}")
+
+  defp check_option!(:replace, flag) when is_boolean(flag), do: flag
+
+  defp check_option!(:replace, other),
+    do: raise(ArgumentError, "option :replace must be a boolean, got: #{inspect(other)}")
+
+  defp native_options(opts), do: Map.new(Keyword.delete(opts, :replace))
+
+  defp type_name(term) when is_map(term), do: "a map"
+  defp type_name(term) when is_list(term), do: "a list"
+  defp type_name(term) when is_binary(term), do: "a string"
+  defp type_name(term) when is_atom(term), do: inspect(term)
+  defp type_name(term) when is_integer(term), do: "an integer"
+  defp type_name(term) when is_tuple(term), do: "a tuple"
+  defp type_name(_), do: "an unsupported value"
+end

@@ -1,0 +1,100 @@
+defmodule ExMCP.Authorization.Native do
+  @moduledoc false
+  # The NIF stubs and the "reply later" protocol. Each call NIF checks its
+  # arguments, spawns the work on tokio and returns `{:ok, pending}` at once;
+  # the result arrives as `{ref, result}`. Users never call this module.
+
+  require Logger
+
+  @app :ex_mcp_registration
+  @on_load :load_nif
+
+  @doc false
+  def load_nif do
+    path = nif_path()
+    threads = Application.get_env(@app, :runtime_worker_threads, 0)
+
+    case :erlang.load_nif(path, threads) do
+      :ok ->
+        :persistent_term.erase({__MODULE__, :load_error})
+        :ok
+
+      {:error, {_reason, text}} ->
+        message =
+          "the ExMCP registration NIF could not be loaded from #{path}.so: #{text}. " <>
+            "Run `mix compile` (it builds the Rust crate with cargo) and check its output."
+
+        :persistent_term.put({__MODULE__, :load_error}, message)
+        Logger.error(message)
+        # Loading the module anyway lets every call raise this message
+        # instead of an opaque UndefinedFunctionError.
+        :ok
+    end
+  end
+
+  defp nif_path do
+    case :code.priv_dir(@app) do
+      {:error, _} -> Path.join([Application.app_dir(@app), "priv", "native", "libex_mcp_nif"])
+      priv -> Path.join([to_string(priv), "native", "libex_mcp_nif"])
+    end
+    |> String.to_charlist()
+  end
+
+  def register(_request, _options, _ref), do: not_loaded()
+  def get(_uri, _token, _options, _ref), do: not_loaded()
+  def update(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
+  def delete(_uri, _token, _options, _ref), do: not_loaded()
+  def cancel(_pending), do: not_loaded()
+  def in_flight, do: not_loaded()
+  def panic_next_call, do: not_loaded()
+
+  defp not_loaded do
+    raise RuntimeError,
+          :persistent_term.get(
+            {__MODULE__, :load_error},
+            "the ExMCP registration NIF is not loaded"
+          )
+  end
+
+  # How long to wait for a reply that the NIF has already committed to send.
+  @delivery_grace 5_000
+
+  @doc """
+  Starts a call with `start` (a fun taking the reply reference) and waits at
+  most `timeout` ms for its reply. After the wait gives up the call is
+  cancelled, and no late reply can reach the caller's mailbox.
+  """
+  def call(start, timeout) do
+    ref = make_ref()
+
+    case start.(ref) do
+      {:ok, pending} ->
+        await(pending, ref, timeout)
+
+      {:error, {:invalid_option, name, message}} ->
+        raise ArgumentError, "invalid option #{inspect(name)}: #{message}"
+
+      {:error, _reason} = error ->
+        error
+    end
+  end
+
+  defp await(pending, ref, timeout) do
+    receive do
+      {^ref, result} -> result
+    after
+      timeout ->
+        case cancel(pending) do
+          :cancelled ->
+            {:error, {:request_failed, :timeout}}
+
+          :delivered ->
+            receive do
+              {^ref, result} -> result
+            after
+              @delivery_grace -> {:error, {:request_failed, {:panic, "the reply was lost"}}}
+            end
+        end
+    end
+  end
+end

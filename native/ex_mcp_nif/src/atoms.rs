@@ -1,0 +1,33 @@
+rustler::atoms! {
+    ok,
+    error,
+    nil,
+    extra,
+    cancelled,
+    delivered,
+    // Error reasons, ExMCP 0.10's shapes.
+    missing_required_fields,
+    redirect_uris_must_be_list,
+    invalid_redirect_uris,
+    https_required,
+    invalid_field,
+    invalid_option,
+    registration_error,
+    http_error,
+    invalid_response,
+    json_decode_error,
+    request_failed,
+    // Transport reasons.
+    timeout,
+    connect,
+    tls,
+    body_too_large,
+    connection,
+    cacertfile,
+    panic,
+    // Option keys.
+    connect_timeout,
+    max_response_bytes,
+    headers,
+    initial_access_token,
+}

@@ -1,0 +1,211 @@
+//! The NIF entry points. Each checks its arguments, spawns the work and
+//! returns at once: `{:ok, pending}` or `{:error, reason}`. Options have
+//! already been type-checked by the Elixir module; what only Rust can judge
+//! (header syntax, token characters) comes back as `{:invalid_option, ...}`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mcp_registration::{Call, Options, RequestError, Secret};
+use rustler::types::atom::Atom;
+use rustler::{Binary, Encoder, Env, NifResult, Term};
+
+use crate::atoms;
+use crate::convert;
+use crate::pending::{self, Pending, PANIC_NEXT_CALL};
+use crate::runtime::InFlight;
+
+type Prepared<'a> = Result<Call, Term<'a>>;
+
+#[rustler::nif]
+fn register<'a>(
+    env: Env<'a>,
+    request: Term<'a>,
+    options: Term<'a>,
+    reply_ref: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let prepared = options_from(env, options).and_then(|options| {
+        let request = convert::map_to_json(request)
+            .map_err(|(field, why)| convert::invalid_field(env, &field, why.0))?;
+        Call::register(request, options).map_err(|e| convert::request_reason(env, &e))
+    });
+    start(env, prepared, reply_ref)
+}
+
+#[rustler::nif]
+fn get<'a>(
+    env: Env<'a>,
+    uri: Term<'a>,
+    token: Term<'a>,
+    options: Term<'a>,
+    reply_ref: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let prepared = management_args(env, uri, token, options).and_then(|(uri, token, options)| {
+        Call::read(&uri, token, options).map_err(|e| convert::request_reason(env, &e))
+    });
+    start(env, prepared, reply_ref)
+}
+
+#[rustler::nif]
+fn update<'a>(
+    env: Env<'a>,
+    uri: Term<'a>,
+    token: Term<'a>,
+    updates: Term<'a>,
+    replace: bool,
+    options: Term<'a>,
+    reply_ref: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let prepared = management_args(env, uri, token, options).and_then(|(uri, token, options)| {
+        let updates = convert::map_to_json(updates).map_err(|(field, why)| {
+            convert::invalid_field(
+                env,
+                if field.is_empty() { "updates" } else { &field },
+                why.0,
+            )
+        })?;
+        Call::update(&uri, token, updates, replace, options)
+            .map_err(|e| convert::request_reason(env, &e))
+    });
+    start(env, prepared, reply_ref)
+}
+
+#[rustler::nif]
+fn delete<'a>(
+    env: Env<'a>,
+    uri: Term<'a>,
+    token: Term<'a>,
+    options: Term<'a>,
+    reply_ref: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let prepared = management_args(env, uri, token, options).and_then(|(uri, token, options)| {
+        Call::delete(&uri, token, options).map_err(|e| convert::request_reason(env, &e))
+    });
+    start(env, prepared, reply_ref)
+}
+
+/// `:cancelled` when the call was stopped before replying, `:delivered` when
+/// its reply is already on its way to the caller's mailbox.
+#[rustler::nif]
+fn cancel(pending: rustler::ResourceArc<Pending>) -> Atom {
+    if pending.cancel() {
+        atoms::cancelled()
+    } else {
+        atoms::delivered()
+    }
+}
+
+/// Calls spawned and not yet finished or aborted (for tests and monitoring).
+#[rustler::nif]
+fn in_flight() -> usize {
+    InFlight::count()
+}
+
+/// Test hook: the next call panics inside the request path.
+#[rustler::nif]
+fn panic_next_call() -> Atom {
+    PANIC_NEXT_CALL.store(true, Ordering::SeqCst);
+    atoms::ok()
+}
+
+fn start<'a>(env: Env<'a>, prepared: Prepared<'a>, reply_ref: Term<'a>) -> NifResult<Term<'a>> {
+    Ok(match prepared {
+        Ok(call) => (atoms::ok(), pending::spawn(env.pid(), reply_ref, call)).encode(env),
+        Err(reason) => (atoms::error(), reason).encode(env),
+    })
+}
+
+fn management_args<'a>(
+    env: Env<'a>,
+    uri: Term<'a>,
+    token: Term<'a>,
+    options: Term<'a>,
+) -> Result<(String, String, Options), Term<'a>> {
+    let options = options_from(env, options)?;
+    let uri = string_arg(uri).ok_or_else(|| {
+        convert::request_reason(
+            env,
+            &RequestError::InvalidField {
+                field: "registration_client_uri".into(),
+                message: "must be a string holding an https URL".into(),
+            },
+        )
+    })?;
+    // The token's value is never echoed back, only named.
+    let token = string_arg(token).ok_or_else(|| {
+        convert::invalid_field(
+            env,
+            "registration_access_token",
+            "must be a non-empty UTF-8 string",
+        )
+    })?;
+    Ok((uri, token, options))
+}
+
+fn string_arg(term: Term) -> Option<String> {
+    let binary = Binary::from_term(term).ok()?;
+    std::str::from_utf8(binary.as_slice())
+        .ok()
+        .map(str::to_owned)
+}
+
+/// Reads the options map the Elixir module built. Durations are in
+/// milliseconds; absent keys keep the defaults.
+fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
+    let mut options = Options::default();
+    let get = |key: Atom| {
+        term.map_get(key)
+            .ok()
+            .filter(|v| *v != atoms::nil().to_term(env))
+    };
+    let invalid = |key: Atom, message: &str| convert::invalid_option(env, key, message);
+
+    if let Some(ms) = get(atoms::timeout()) {
+        let ms: u64 = ms
+            .decode()
+            .map_err(|_| invalid(atoms::timeout(), "must be a positive integer"))?;
+        options.timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = get(atoms::connect_timeout()) {
+        let ms: u64 = ms
+            .decode()
+            .map_err(|_| invalid(atoms::connect_timeout(), "must be a positive integer"))?;
+        options.connect_timeout = Duration::from_millis(ms);
+    }
+    if let Some(bytes) = get(atoms::max_response_bytes()) {
+        options.max_response_bytes = bytes
+            .decode()
+            .map_err(|_| invalid(atoms::max_response_bytes(), "must be a positive integer"))?;
+    }
+    if let Some(headers) = get(atoms::headers()) {
+        let pairs: Vec<(String, String)> = headers.decode().map_err(|_| {
+            invalid(
+                atoms::headers(),
+                "must be a list of {name, value} string pairs",
+            )
+        })?;
+        for (name, value) in pairs {
+            options
+                .add_header(&name, &value)
+                .map_err(|m| invalid(atoms::headers(), &m))?;
+        }
+    }
+    if let Some(path) = get(atoms::cacertfile()) {
+        let path = string_arg(path)
+            .ok_or_else(|| invalid(atoms::cacertfile(), "must be a path string"))?;
+        options.cacertfile = Some(PathBuf::from(path));
+    }
+    if let Some(token) = get(atoms::initial_access_token()) {
+        let token = string_arg(token)
+            .and_then(|t| Secret::new("initial_access_token", t).ok())
+            .ok_or_else(|| {
+                invalid(
+                    atoms::initial_access_token(),
+                    "must be a non-empty string of visible ASCII characters",
+                )
+            })?;
+        options.initial_access_token = Some(token);
+    }
+    Ok(options)
+}

@@ -1,0 +1,111 @@
+//! "Reply later": a call runs on tokio and its result is sent to the caller
+//! as `{ref, result}`. The caller holds a `Pending` resource; cancelling it,
+//! or the caller dying (which frees the resource), aborts the work.
+//!
+//! Delivery and cancellation race on one atomic: exactly one of them wins, so
+//! a reply is either in the caller's mailbox or never sent at all.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use mcp_registration::{Call, Error, Outcome, TransportError};
+use rustler::env::OwnedEnv;
+use rustler::{Encoder, Env, LocalPid, Resource, ResourceArc, Term};
+use tokio::task::AbortHandle;
+
+use crate::atoms;
+use crate::convert;
+use crate::runtime::{runtime, InFlight};
+
+const PENDING: u8 = 0;
+const DELIVERED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// Test-only fault injection: when set, the next call panics inside the
+/// request path. Inert unless a test sets it.
+pub static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
+
+pub struct Pending {
+    state: Arc<AtomicU8>,
+    abort: AbortHandle,
+}
+
+#[rustler::resource_impl]
+impl Resource for Pending {}
+
+impl Pending {
+    /// Cancels the call unless its reply was already sent. Returns whether it
+    /// was cancelled.
+    pub fn cancel(&self) -> bool {
+        let won = self
+            .state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.abort.abort();
+        }
+        won
+    }
+}
+
+impl Drop for Pending {
+    /// The caller is gone or no longer waiting: nobody will read the reply.
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Spawns `call`; its result goes to `caller` tagged with `reply_ref`.
+pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pending> {
+    let mut reply_env = OwnedEnv::new();
+    let saved_ref = reply_env.save(reply_ref);
+    let state = Arc::new(AtomicU8::new(PENDING));
+    let task_state = Arc::clone(&state);
+    let in_flight = InFlight::enter();
+    let task = runtime().spawn(async move {
+        let _in_flight = in_flight;
+        let result = AssertUnwindSafe(run(call))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()));
+        if task_state
+            .compare_exchange(PENDING, DELIVERED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // Fails only if the caller is already dead; then nobody waits.
+            let _ = reply_env
+                .send_and_clear(&caller, |env| (saved_ref.load(env), encode(env, &result)));
+        }
+    });
+    ResourceArc::new(Pending {
+        state,
+        abort: task.abort_handle(),
+    })
+}
+
+async fn run(call: Call) -> Result<Outcome, Error> {
+    if PANIC_NEXT_CALL.swap(false, Ordering::SeqCst) {
+        panic!("forced panic in the request path (test hook)");
+    }
+    call.run().await
+}
+
+fn encode<'a>(env: Env<'a>, result: &Result<Outcome, Error>) -> Term<'a> {
+    match result {
+        Ok(Outcome::Client(info)) => {
+            (atoms::ok(), convert::client_information(env, info)).encode(env)
+        }
+        Ok(Outcome::Deleted) => atoms::ok().encode(env),
+        Err(error) => (atoms::error(), convert::error_reason(env, error)).encode(env),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
