@@ -304,17 +304,31 @@ fn transport_error(err: reqwest::Error) -> TransportError {
     }
 }
 
+/// The causes of an error, outermost first, without the generic wrappers
+/// ("error sending request", "client error (Connect)") that say nothing.
 fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
+    const GENERIC: &[&str] = &[
+        "error sending request",
+        "client error (",
+        "request or response body error",
+        "error decoding response body",
+        "builder error",
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(current) = next {
+        let text = current.to_string();
+        if !GENERIC.iter().any(|g| text.starts_with(g)) && !parts.iter().any(|p| p.contains(&text))
+        {
             parts.push(text);
         }
-        source = inner.source();
+        next = current.source();
     }
-    parts.join(": ")
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
