@@ -206,7 +206,7 @@ impl Call {
         match &self.operation {
             Operation::Register(registration) => {
                 let (status, body) =
-                    send(Method::POST, Some(registration.metadata.clone())).await?;
+                    send(Method::POST, Some(json_body(&registration.metadata))).await?;
                 expect(status, &[StatusCode::OK, StatusCode::CREATED], body)
             }
             Operation::Read => {
@@ -224,7 +224,7 @@ impl Call {
                     }
                 };
                 let put = metadata::merge_for_put(current.as_ref(), updates);
-                let (status, body) = send(Method::PUT, Some(put)).await?;
+                let (status, body) = send(Method::PUT, Some(json_body(&put))).await?;
                 expect(status, &[StatusCode::OK], body)
             }
             Operation::Delete => {
@@ -247,13 +247,17 @@ fn expect(status: StatusCode, success: &[StatusCode], body: Vec<u8>) -> Result<O
     }
 }
 
+fn json_body(document: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(document).expect("a JSON map always serializes")
+}
+
 /// One request and its capped body.
 async fn exchange(
     http: &reqwest::Client,
     method: Method,
     url: &Url,
     token: Option<&Secret>,
-    body: Option<Map<String, Value>>,
+    body: Option<Vec<u8>>,
     options: &Options,
 ) -> Result<(StatusCode, Vec<u8>), Error> {
     let mut request = http
@@ -264,8 +268,7 @@ async fn exchange(
         request = request.header(AUTHORIZATION, token.bearer());
     }
     if let Some(body) = body {
-        let json = serde_json::to_vec(&body).expect("a JSON map always serializes");
-        request = request.header(CONTENT_TYPE, "application/json").body(json);
+        request = request.header(CONTENT_TYPE, "application/json").body(body);
     }
     let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status();
