@@ -47,6 +47,8 @@ defmodule ExMCP.Authorization.Native do
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
   def panic_next_call, do: not_loaded()
+  def json_encode(_term, _pretty), do: not_loaded()
+  def json_decode(_text), do: not_loaded()
 
   defp not_loaded do
     raise RuntimeError,

@@ -31,6 +31,12 @@ pub fn map_to_json(term: Term) -> Result<Map<String, Value>, (String, NotJson)> 
     Ok(object)
 }
 
+/// Converts any JSON-representable term.
+pub fn term_to_json(term: Term) -> Result<Value, NotJson> {
+    let mut budget = MAX_TERMS;
+    to_json(term, 0, &mut budget)
+}
+
 fn key_to_string(key: Term) -> Result<String, NotJson> {
     match key.get_type() {
         TermType::Atom => key

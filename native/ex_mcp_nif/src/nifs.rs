@@ -209,3 +209,29 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     }
     Ok(options)
 }
+
+/// Encodes a term as JSON text (for the Mix tasks' credential files).
+/// Small, bounded inputs only: the same limits as a request map apply.
+#[rustler::nif]
+fn json_encode<'a>(env: Env<'a>, term: Term<'a>, pretty: bool) -> Term<'a> {
+    match convert::term_to_json(term) {
+        Ok(value) => {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            };
+            (atoms::ok(), text.expect("a JSON value always serializes")).encode(env)
+        }
+        Err(why) => (atoms::error(), why.0).encode(env),
+    }
+}
+
+/// Decodes JSON text; objects become maps with string keys.
+#[rustler::nif]
+fn json_decode<'a>(env: Env<'a>, text: Binary<'a>) -> Term<'a> {
+    match serde_json::from_slice::<serde_json::Value>(text.as_slice()) {
+        Ok(value) => (atoms::ok(), convert::json_to_term(env, &value)).encode(env),
+        Err(e) => (atoms::error(), e.to_string()).encode(env),
+    }
+}
