@@ -1,0 +1,106 @@
+// A real RFC 7591/7592 authorization server for the Elixir integration tests
+// (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
+//
+//   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate]
+//
+// Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
+// dynamic registration (features.registration) and its management
+// (features.registrationManagement) enabled.
+//
+//   --initial-access-token TOKEN  registration requires `Authorization: Bearer TOKEN`
+//   --rotate                      every update (PUT) rotates the registration access token
+//
+// Once listening it prints exactly one line of JSON to stdout:
+//
+//   {"port":N,"issuer":"http://127.0.0.1:N","registration_endpoint":"http://127.0.0.1:N/reg"}
+//
+// Everything else (oidc-provider's notices and warnings, errors) goes to
+// stderr. The process exits when its stdin closes (the owning Elixir Port
+// was closed) and on SIGTERM/SIGINT.
+//
+// Install the dependencies first: npm ci --prefix test/servers
+
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+
+// stdout carries the one JSON line and nothing else. oidc-provider prints its
+// notices with console.info, so every console method writing to stdout is
+// sent to stderr, before the library is even loaded (hence the dynamic import).
+for (const method of ['log', 'info', 'debug', 'dir', 'table']) {
+  console[method] = (...args) => console.error(...args);
+}
+
+const shutdown = (code) => () => process.exit(code);
+process.on('SIGTERM', shutdown(0));
+process.on('SIGINT', shutdown(0));
+process.stdin.on('end', shutdown(0));
+process.stdin.on('close', shutdown(0));
+process.stdin.on('error', shutdown(0));
+process.stdin.resume();
+
+let options;
+try {
+  ({ values: options } = parseArgs({
+    options: {
+      'initial-access-token': { type: 'string' },
+      rotate: { type: 'boolean', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  }));
+} catch (error) {
+  console.error(`oidc_provider.mjs: ${error.message}`);
+  process.exit(2);
+}
+
+const { default: Provider } = await import('oidc-provider');
+
+// The issuer carries the port, so the port is bound before the provider is built.
+const server = http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(0, '127.0.0.1', resolve);
+});
+const { port } = server.address();
+const issuer = `http://127.0.0.1:${port}`;
+
+const registration = { enabled: true };
+if (options['initial-access-token'] !== undefined) {
+  // A string: every registration must present exactly this bearer token.
+  registration.initialAccessToken = options['initial-access-token'];
+}
+
+const provider = new Provider(issuer, {
+  // oidc-provider rejects any registered `scope` value it does not list here.
+  scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
+  // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
+  extraClientMetadata: { properties: ['software_id', 'software_version'] },
+  features: {
+    registration,
+    registrationManagement: {
+      enabled: true,
+      // oidc-provider's own default is true: set it explicitly either way.
+      rotateRegistrationAccessToken: options.rotate,
+    },
+  },
+});
+
+provider.on('server_error', (_ctx, error) => console.error('oidc-provider server_error:', error));
+
+server.on('request', provider.callback());
+
+// Read the registration endpoint from the provider's own discovery document
+// rather than assuming its default path.
+const discovery = await fetch(`${issuer}/.well-known/openid-configuration`).then((response) => {
+  if (!response.ok) throw new Error(`discovery answered HTTP ${response.status}`);
+  return response.json();
+});
+
+if (typeof discovery.registration_endpoint !== 'string') {
+  console.error('oidc_provider.mjs: discovery has no registration_endpoint');
+  process.exit(1);
+}
+
+process.stdout.write(
+  `${JSON.stringify({ port, issuer, registration_endpoint: discovery.registration_endpoint })}\n`,
+);
