@@ -276,7 +276,11 @@ defmodule ExMCP.Authorization.ClientRegistration do
   `client_id`, and sends the result.
 
   With `replace: true` nothing is read: `updates` is sent as the whole record
-  (it should carry `client_id`), after dropping the forbidden fields.
+  (it should carry `client_id`), after dropping the forbidden fields. The
+  registration defaults are not applied, so a field you leave out is reset by
+  the server to its own default (oidc-provider, for one, turns a client
+  without `token_endpoint_auth_method` into `client_secret_basic` and issues a
+  secret).
 
   Servers may rotate the registration access token here: store the
   `registration_access_token` of the answer.
