@@ -84,7 +84,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included. |
   | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP and TLS). |
   | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. |
-  | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
+  | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `accept`, `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
   | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. |
   | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
   | `:replace` | `false` | `update_client_information/4` only: send `updates` as the whole record instead of merging over the current one. |
@@ -113,7 +113,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `{:invalid_field, field, message}` | A request value has the wrong type or form, or `field` is not client metadata. |
   | `{:registration_error, status, map}` | The server refused with a JSON object, usually `%{"error" => _, "error_description" => _}`. |
   | `{:http_error, status, body}` | Any other non-success answer, redirects (never followed) included. `body` is a binary. |
-  | `{:invalid_response, message}` | A success answer without a usable `client_id`, or a known field of the wrong type. |
+  | `{:invalid_response, message}` | A success answer without a usable `client_id`, a known field of the wrong type, or a 2xx status the protocol does not use there (a 201 to a GET). |
   | `{:json_decode_error, message}` | A success answer that is not JSON. |
   | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange), `{:cacertfile, message}` or `{:panic, message}` (a bug, reported rather than crashing). |
 

@@ -63,7 +63,7 @@ defmodule ExMCP.Authorization.Native do
 
   @doc """
   Starts a call with `start` (a fun taking the reply reference) and waits at
-  most `timeout` ms for its reply. After the wait gives up the call is
+  most `timeout` ms for its reply, `{ref, etf_binary}`. After the wait gives up the call is
   cancelled, and no late reply can reach the caller's mailbox.
   """
   def call(start, timeout) do
@@ -83,7 +83,7 @@ defmodule ExMCP.Authorization.Native do
 
   defp await(pending, ref, timeout) do
     receive do
-      {^ref, result} -> result
+      {^ref, reply} -> decode(reply)
     after
       timeout ->
         case cancel(pending) do
@@ -92,11 +92,16 @@ defmodule ExMCP.Authorization.Native do
 
           :delivered ->
             receive do
-              {^ref, result} -> result
+              {^ref, reply} -> decode(reply)
             after
               @delivery_grace -> {:error, {:request_failed, {:panic, "the reply was lost"}}}
             end
         end
     end
   end
+
+  # Replies are external term format made on a tokio thread (building maps
+  # there crashes OTP 25; see etf.rs). The NIF created every atom a reply can
+  # hold when it loaded, so :safe never has to create one.
+  defp decode(reply), do: :erlang.binary_to_term(reply, [:safe])
 end

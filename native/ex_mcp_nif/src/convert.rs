@@ -1,11 +1,13 @@
-//! Elixir terms to JSON values and back, and the encoding of results and
-//! error reasons. Atoms are only ever made from this crate's fixed names or
-//! looked up when they already exist: never from data a server sent.
+//! Elixir terms to JSON values, and error reasons for the calling process.
+//! Terms going the other way are written as ETF by `mcp_registration::etf`;
+//! atoms are only ever this crate's fixed names or the caller's existing
+//! ones, never made from data a server sent.
 
-use mcp_registration::{metadata, ClientInformation, Error, RequestError, TransportError};
+use mcp_registration::etf::{self, AtomTable};
+use mcp_registration::{Error, RequestError};
 use rustler::types::atom::Atom;
 use rustler::types::map::MapIterator;
-use rustler::{Binary, Encoder, Env, NewBinary, Term, TermType};
+use rustler::{Binary, Encoder, Env, Term, TermType};
 use serde_json::{Map, Number, Value};
 
 use crate::atoms;
@@ -108,140 +110,41 @@ fn to_json(term: Term, depth: usize, budget: &mut usize) -> Result<Value, NotJso
     }
 }
 
-/// JSON to an Elixir term: objects become maps with string keys.
-pub fn json_to_term<'a>(env: Env<'a>, value: &Value) -> Term<'a> {
-    match value {
-        Value::Null => atoms::nil().encode(env),
-        Value::Bool(flag) => flag.encode(env),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.encode(env)
-            } else if let Some(u) = n.as_u64() {
-                u.encode(env)
-            } else {
-                n.as_f64().unwrap_or(f64::NAN).encode(env)
-            }
-        }
-        Value::String(s) => string_term(env, s),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| json_to_term(env, v))
-            .collect::<Vec<_>>()
-            .encode(env),
-        Value::Object(members) => {
-            let keys: Vec<Term> = members.keys().map(|k| string_term(env, k)).collect();
-            let values: Vec<Term> = members.values().map(|v| json_to_term(env, v)).collect();
-            Term::map_from_term_arrays(env, &keys, &values).expect("JSON object keys are unique")
-        }
+/// Decodes ETF bytes made by `mcp_registration::etf` into a term of the
+/// calling process. Only for NIFs running on a scheduler.
+pub fn from_etf<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+    env.binary_to_term(bytes)
+        .expect("etf.rs writes valid external terms")
+        .0
+}
+
+/// The caller's atoms, looked up without ever creating one.
+pub struct ExistingAtoms<'a>(pub Env<'a>);
+
+impl AtomTable for ExistingAtoms<'_> {
+    fn exists(&self, name: &str) -> bool {
+        Atom::existing_from_utf8_bytes(self.0, name.as_bytes()).is_ok()
     }
 }
 
-fn string_term<'a>(env: Env<'a>, s: &str) -> Term<'a> {
-    bytes_term(env, s.as_bytes())
-}
-
-fn bytes_term<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
-    NewBinary::from_slice(env, bytes).into()
-}
-
-/// A `client_information()` map: known fields under their fixed atoms, the
-/// ten documented keys always present, everything else under `:extra`.
-pub fn client_information<'a>(env: Env<'a>, info: &ClientInformation) -> Term<'a> {
-    let mut keys = Vec::with_capacity(metadata::FIELDS.len() + 1);
-    let mut values = Vec::with_capacity(metadata::FIELDS.len() + 1);
-    for field in metadata::FIELDS {
-        let value = match info.document.get(field.name) {
-            Some(value) => json_to_term(env, value),
-            None => match metadata::answer_default(field.name) {
-                Some(default) => json_to_term(env, &default),
-                None => continue,
-            },
-        };
-        keys.push(known_atom(env, field.name));
-        values.push(value);
-    }
-    let extra: Vec<(Term, Term)> = info
-        .extra()
-        .map(|(k, v)| (string_term(env, k), json_to_term(env, v)))
-        .collect();
-    if !extra.is_empty() {
-        let (extra_keys, extra_values): (Vec<_>, Vec<_>) = extra.into_iter().unzip();
-        keys.push(atoms::extra().encode(env));
-        values.push(
-            Term::map_from_term_arrays(env, &extra_keys, &extra_values).expect("unique keys"),
-        );
-    }
-    Term::map_from_term_arrays(env, &keys, &values).expect("field names are unique")
-}
-
-/// An atom for one of this crate's fixed field names.
-fn known_atom<'a>(env: Env<'a>, name: &'static str) -> Term<'a> {
-    Atom::from_str(env, name)
-        .expect("field names are valid atoms")
-        .encode(env)
-}
-
-/// A field name from the caller's map: the existing atom when there is one,
-/// the string otherwise. Never creates an atom.
-fn field_name<'a>(env: Env<'a>, name: &str) -> Term<'a> {
-    match Atom::existing_from_utf8_bytes(env, name.as_bytes()) {
-        Ok(atom) => atom.encode(env),
-        Err(_) => string_term(env, name),
-    }
-}
-
+/// `{:invalid_field, field, message}` for a value of the caller's.
 pub fn invalid_field<'a>(env: Env<'a>, field: &str, message: &str) -> Term<'a> {
-    (atoms::invalid_field(), field_name(env, field), message).encode(env)
+    request_reason(
+        env,
+        RequestError::InvalidField {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        },
+    )
+}
+
+pub fn request_reason(env: Env, error: RequestError) -> Term {
+    from_etf(
+        env,
+        &etf::reason(&Error::Request(error), &ExistingAtoms(env)),
+    )
 }
 
 pub fn invalid_option<'a>(env: Env<'a>, option: Atom, message: &str) -> Term<'a> {
     (atoms::invalid_option(), option, message).encode(env)
-}
-
-pub fn error_reason<'a>(env: Env<'a>, error: &Error) -> Term<'a> {
-    match error {
-        Error::Request(request) => request_reason(env, request),
-        Error::Registration { status, body } => {
-            let body = json_to_term(env, &Value::Object(body.clone()));
-            (atoms::registration_error(), *status, body).encode(env)
-        }
-        Error::Http { status, body } => {
-            (atoms::http_error(), *status, bytes_term(env, body)).encode(env)
-        }
-        Error::InvalidResponse(message) => {
-            (atoms::invalid_response(), message.as_str()).encode(env)
-        }
-        Error::JsonDecode(message) => (atoms::json_decode_error(), message.as_str()).encode(env),
-        Error::Transport(transport) => {
-            (atoms::request_failed(), transport_reason(env, transport)).encode(env)
-        }
-    }
-}
-
-pub fn request_reason<'a>(env: Env<'a>, error: &RequestError) -> Term<'a> {
-    match error {
-        RequestError::MissingRequiredFields(fields) => {
-            let fields: Vec<Term> = fields.iter().map(|f| known_atom(env, f)).collect();
-            (atoms::missing_required_fields(), fields).encode(env)
-        }
-        RequestError::RedirectUrisMustBeList => atoms::redirect_uris_must_be_list().encode(env),
-        RequestError::InvalidRedirectUris(uris) => {
-            let uris: Vec<Term> = uris.iter().map(|u| string_term(env, u)).collect();
-            (atoms::invalid_redirect_uris(), uris).encode(env)
-        }
-        RequestError::HttpsRequired => atoms::https_required().encode(env),
-        RequestError::InvalidField { field, message } => invalid_field(env, field, message),
-    }
-}
-
-fn transport_reason<'a>(env: Env<'a>, error: &TransportError) -> Term<'a> {
-    match error {
-        TransportError::Timeout => atoms::timeout().encode(env),
-        TransportError::Connect(m) => (atoms::connect(), m.as_str()).encode(env),
-        TransportError::Tls(m) => (atoms::tls(), m.as_str()).encode(env),
-        TransportError::BodyTooLarge(limit) => (atoms::body_too_large(), *limit).encode(env),
-        TransportError::Connection(m) => (atoms::connection(), m.as_str()).encode(env),
-        TransportError::CaCertFile(m) => (atoms::cacertfile(), m.as_str()).encode(env),
-        TransportError::Panic(m) => (atoms::panic(), m.as_str()).encode(env),
-    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mcp_registration::{Call, Options, RequestError, Secret};
+use mcp_registration::{etf, Call, Options, Secret};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
 
@@ -28,7 +28,7 @@ fn register<'a>(
     let prepared = options_from(env, options).and_then(|options| {
         let request = convert::map_to_json(request)
             .map_err(|(field, why)| convert::invalid_field(env, &field, why.0))?;
-        Call::register(request, options).map_err(|e| convert::request_reason(env, &e))
+        Call::register(request, options).map_err(|e| convert::request_reason(env, e))
     });
     start(env, prepared, reply_ref)
 }
@@ -42,7 +42,7 @@ fn get<'a>(
     reply_ref: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let prepared = management_args(env, uri, token, options).and_then(|(uri, token, options)| {
-        Call::read(&uri, token, options).map_err(|e| convert::request_reason(env, &e))
+        Call::read(&uri, token, options).map_err(|e| convert::request_reason(env, e))
     });
     start(env, prepared, reply_ref)
 }
@@ -66,7 +66,7 @@ fn update<'a>(
             )
         })?;
         Call::update(&uri, token, updates, replace, options)
-            .map_err(|e| convert::request_reason(env, &e))
+            .map_err(|e| convert::request_reason(env, e))
     });
     start(env, prepared, reply_ref)
 }
@@ -80,7 +80,7 @@ fn delete<'a>(
     reply_ref: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let prepared = management_args(env, uri, token, options).and_then(|(uri, token, options)| {
-        Call::delete(&uri, token, options).map_err(|e| convert::request_reason(env, &e))
+        Call::delete(&uri, token, options).map_err(|e| convert::request_reason(env, e))
     });
     start(env, prepared, reply_ref)
 }
@@ -124,12 +124,10 @@ fn management_args<'a>(
 ) -> Result<(String, String, Options), Term<'a>> {
     let options = options_from(env, options)?;
     let uri = string_arg(uri).ok_or_else(|| {
-        convert::request_reason(
+        convert::invalid_field(
             env,
-            &RequestError::InvalidField {
-                field: "registration_client_uri".into(),
-                message: "must be a string holding an https URL".into(),
-            },
+            "registration_client_uri",
+            "must be a string holding an https URL",
         )
     })?;
     // The token's value is never echoed back, only named.
@@ -231,7 +229,7 @@ fn json_encode<'a>(env: Env<'a>, term: Term<'a>, pretty: bool) -> Term<'a> {
 #[rustler::nif]
 fn json_decode<'a>(env: Env<'a>, text: Binary<'a>) -> Term<'a> {
     match serde_json::from_slice::<serde_json::Value>(text.as_slice()) {
-        Ok(value) => (atoms::ok(), convert::json_to_term(env, &value)).encode(env),
+        Ok(value) => (atoms::ok(), convert::from_etf(env, &etf::json(&value))).encode(env),
         Err(e) => (atoms::error(), e.to_string()).encode(env),
     }
 }

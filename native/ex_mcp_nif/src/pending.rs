@@ -1,5 +1,5 @@
 //! "Reply later": a call runs on tokio and its result is sent to the caller
-//! as `{ref, result}`. The caller holds a `Pending` resource; cancelling it,
+//! as `{ref, etf_binary}` (see `mcp_registration::etf` for why a binary). The caller holds a `Pending` resource; cancelling it,
 //! or the caller dying (which frees the resource), aborts the work.
 //!
 //! Delivery and cancellation race on one atomic: exactly one of them wins, so
@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use mcp_registration::{Call, Error, Outcome, TransportError};
+use mcp_registration::{etf, Call, Error, Outcome, TransportError};
 use rustler::env::OwnedEnv;
-use rustler::{Encoder, Env, LocalPid, Resource, ResourceArc, Term};
+use rustler::{LocalPid, NewBinary, Resource, ResourceArc, Term};
 use tokio::task::AbortHandle;
 
-use crate::atoms;
-use crate::convert;
 use crate::runtime::{runtime, InFlight};
 
 const PENDING: u8 = 0;
@@ -70,13 +68,18 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()));
+        let reply = etf::result(&result);
         if task_state
             .compare_exchange(PENDING, DELIVERED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             // Fails only if the caller is already dead; then nobody waits.
-            let _ = reply_env
-                .send_and_clear(&caller, |env| (saved_ref.load(env), encode(env, &result)));
+            let _ = reply_env.send_and_clear(&caller, |env| {
+                (
+                    saved_ref.load(env),
+                    Term::from(NewBinary::from_slice(env, &reply)),
+                )
+            });
         }
     });
     ResourceArc::new(Pending {
@@ -90,16 +93,6 @@ async fn run(call: Call) -> Result<Outcome, Error> {
         panic!("forced panic in the request path (test hook)");
     }
     call.run().await
-}
-
-fn encode<'a>(env: Env<'a>, result: &Result<Outcome, Error>) -> Term<'a> {
-    match result {
-        Ok(Outcome::Client(info)) => {
-            (atoms::ok(), convert::client_information(env, info)).encode(env)
-        }
-        Ok(Outcome::Deleted) => atoms::ok().encode(env),
-        Err(error) => (atoms::error(), convert::error_reason(env, error)).encode(env),
-    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -2,8 +2,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use mcp_registration::etf;
 use once_cell::sync::OnceCell;
-use rustler::{Env, Term};
+use rustler::{Atom, Env, Term};
 use tokio::runtime::Runtime;
 
 static RUNTIME: OnceCell<Runtime> = OnceCell::new();
@@ -11,11 +12,13 @@ static WORKER_THREADS: AtomicUsize = AtomicUsize::new(0);
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// NIF `load`: `load_info` is the worker thread count (0 picks the default).
-pub fn load(_env: Env, load_info: Term) -> bool {
+/// Creates every atom a reply can hold, so that the caller can decode
+/// replies with `binary_to_term(reply, [:safe])`.
+pub fn load(env: Env, load_info: Term) -> bool {
     if let Ok(threads) = load_info.decode::<usize>() {
         WORKER_THREADS.store(threads, Ordering::Relaxed);
     }
-    true
+    etf::reply_atom_names().all(|name| Atom::from_str(env, name).is_ok())
 }
 
 /// Two workers by default: HTTP work is I/O-bound, and on a small machine the

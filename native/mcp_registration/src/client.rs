@@ -50,6 +50,7 @@ impl fmt::Debug for Secret {
 
 /// Headers a caller may not set: the library owns them.
 const RESERVED_HEADERS: &[&str] = &[
+    "accept",
     "authorization",
     "content-type",
     "content-length",
@@ -229,10 +230,11 @@ impl Call {
             }
             Operation::Delete => {
                 let (status, body) = send(Method::DELETE, None).await?;
-                if status == StatusCode::NO_CONTENT || status == StatusCode::OK {
+                let success = [StatusCode::NO_CONTENT, StatusCode::OK];
+                if success.contains(&status) {
                     Ok(Outcome::Deleted)
                 } else {
-                    Err(response::refusal(status.as_u16(), body))
+                    Err(refused(status, &success, body))
                 }
             }
         }
@@ -243,7 +245,21 @@ fn expect(status: StatusCode, success: &[StatusCode], body: Vec<u8>) -> Result<O
     if success.contains(&status) {
         response::client_information(&body).map(Outcome::Client)
     } else {
-        Err(response::refusal(status.as_u16(), body))
+        Err(refused(status, success, body))
+    }
+}
+
+/// A 2xx the protocol does not use here is a broken answer, not a refusal.
+fn refused(status: StatusCode, success: &[StatusCode], body: Vec<u8>) -> Error {
+    if status.is_success() {
+        let expected: Vec<&str> = success.iter().map(StatusCode::as_str).collect();
+        Error::InvalidResponse(format!(
+            "unexpected status {} (expected {})",
+            status.as_u16(),
+            expected.join(" or ")
+        ))
+    } else {
+        response::refusal(status.as_u16(), body)
     }
 }
 
