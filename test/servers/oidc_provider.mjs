@@ -26,8 +26,15 @@ import { parseArgs } from 'node:util';
 // stdout carries the one JSON line and nothing else. oidc-provider prints its
 // notices with console.info, so every console method writing to stdout is
 // sent to stderr, before the library is even loaded (hence the dynamic import).
-for (const method of ['log', 'info', 'debug', 'dir', 'table']) {
-  console[method] = (...args) => console.error(...args);
+// Its start-up warnings (dev keys, in-memory adapter, Node 20) are expected
+// in tests and are dropped unless OIDC_PROVIDER_VERBOSE=1.
+const toStderr = console.error.bind(console);
+const quiet = process.env.OIDC_PROVIDER_VERBOSE !== '1';
+for (const method of ['log', 'info', 'debug', 'dir', 'table', 'warn']) {
+  console[method] = (...args) => {
+    if (quiet && /^oidc-provider WARNING/.test(String(args[0]))) return;
+    toStderr(...args);
+  };
 }
 
 const shutdown = (code) => () => process.exit(code);

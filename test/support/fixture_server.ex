@@ -1,0 +1,659 @@
+defmodule ExMCP.Test.FixtureServer do
+  @moduledoc """
+  A scriptable HTTP/1.1 server for tests, built on `:gen_tcp` only. It
+  listens on `127.0.0.1`, port 0 (the OS picks a free port).
+
+      server = FixtureServer.start!(fn _request -> {:respond, 201, [], ~s({"client_id":"abc"})} end)
+      url = FixtureServer.url(server, "/register")
+      # ... make the client call ...
+      [%{method: "POST", path: "/register", headers: headers, body: body}] = FixtureServer.requests(server)
+
+  ## Handlers
+
+  The handler decides what happens to each request. It is either
+
+    * a function `fn request -> action end`, called for every request in the
+      process serving that connection (so a slow handler delays only its own
+      connection), or
+    * a list consumed in order, one element per request, across all
+      connections. An element is an action, or a `fn request -> action end`
+      for that one request. When the list runs out, requests get a
+      `500 fixture: no canned action left` answer (and are still recorded).
+
+  `request` is a map:
+
+      %{
+        method: "POST",                       # upper case, as sent
+        path: "/register",                    # without the query string
+        query: nil | "a=1",                   # the raw query string, if any
+        headers: [{"content-type", "application/json"}, ...],  # names lower-cased, in order
+        body: "...",                          # Content-Length or chunked body, decoded
+        conn: 1,                              # which accepted connection carried it (1, 2, ...)
+        seq: 1                                # arrival order over the whole server (1, 2, ...)
+      }
+
+  ## Actions
+
+    * `{:respond, status, headers, body}` — a complete answer. `headers` is a
+      list of `{name, value}` strings sent as given; `content-length` is added
+      unless `headers` has `content-length` or `transfer-encoding`, or the
+      status is 1xx/204/304. `body` is iodata. The connection stays open for
+      the next request (keep-alive) unless the request or `headers` says
+      `connection: close`.
+    * `{:raw, iodata}` — writes exactly these bytes, nothing added; the
+      connection then waits for the next request as after `:respond`.
+    * `:close` (or `{:close}`) — closes the connection without answering.
+    * `:hang` (or `{:hang}`) — never answers; the connection stays open until
+      the peer closes it or the server stops.
+    * a list of actions — performed in order (for example
+      `[{:raw, "HTTP/1.1 200 OK\\r\\nContent-Length: 10\\r\\n\\r\\nabc"}, :close]`);
+      stops after a step that ends the connection.
+
+  New fault-injection actions (trickling bytes, resets, TLS, ...) belong in
+  `perform/3`: it receives the action, the request and the connection state
+  (`%{socket:, transport:, ...}`, where `transport` is the module used for
+  `send/2`, `recv/3` and `close/1`, so `:ssl` can stand in for `:gen_tcp`).
+
+  ## Connection-level behaviour
+
+  `start_link/2` and `start!/2` take options:
+
+    * `:on_accept` — `fn %{conn: id, peer: {ip, port}} -> :serve | action end`,
+      run as soon as a connection is accepted, before anything is read.
+      `:serve` (the default) reads requests; an action (`:close`, `:hang`,
+      `{:raw, iodata}`, a list) is performed instead, and the connection is
+      then closed unless the action was `{:raw, _}`, which goes on serving.
+
+  ## Synchronisation without sleeps
+
+    * `requests/1` — every request received so far, in arrival order. A
+      request is recorded before its action runs, so once a client call has
+      returned, the requests it made are there.
+    * `await_requests/3` — blocks until at least `n` requests arrived.
+    * `await_idle/2` — blocks until no accepted connection is open any more
+      (useful after `:hang` or `:close`; note that a pooling client keeps idle
+      keep-alive connections open).
+    * `connection_count/1` — how many connections were accepted.
+  """
+
+  use GenServer
+
+  require Logger
+
+  @type request() :: %{
+          method: String.t(),
+          path: String.t(),
+          query: String.t() | nil,
+          headers: [{String.t(), String.t()}],
+          body: binary(),
+          conn: pos_integer(),
+          seq: pos_integer()
+        }
+
+  @type action() ::
+          {:respond, non_neg_integer(), [{String.t(), String.t()}], iodata()}
+          | {:raw, iodata()}
+          | :close
+          | {:close}
+          | :hang
+          | {:hang}
+          | [action()]
+
+  @type handler() :: (request() -> action()) | [action() | (request() -> action())]
+
+  @max_header_bytes 64 * 1024
+
+  # -- API ---------------------------------------------------------------------
+
+  @doc """
+  Child spec: the argument is a handler, or `{handler, opts}`. The child is
+  `:temporary`, so `stop/1` (or `stop_supervised/1`) does not restart it.
+  """
+  def child_spec({handler, opts}) when (is_function(handler, 1) or is_list(handler)) and is_list(opts) do
+    %{id: __MODULE__, start: {__MODULE__, :start_link, [handler, opts]}, restart: :temporary}
+  end
+
+  def child_spec(handler), do: child_spec({handler, []})
+
+  @doc "Starts a server linked to the caller. See the moduledoc for `handler` and `opts`."
+  @spec start_link(handler(), keyword()) :: GenServer.on_start()
+  def start_link(handler, opts \\ []) do
+    check_handler!(handler)
+    GenServer.start_link(__MODULE__, {handler, opts})
+  end
+
+  @doc """
+  Starts a server under the test supervisor (`ExUnit.Callbacks.start_supervised!/2`),
+  so it stops when the test ends. Call it from the test process. Several per
+  test are fine.
+  """
+  @spec start!(handler(), keyword()) :: pid()
+  def start!(handler, opts \\ []) do
+    check_handler!(handler)
+
+    ExUnit.Callbacks.start_supervised!(
+      Supervisor.child_spec({__MODULE__, {handler, opts}}, id: {__MODULE__, make_ref()})
+    )
+  end
+
+  @doc "The port the server listens on."
+  @spec port(GenServer.server()) :: :inet.port_number()
+  def port(server), do: GenServer.call(server, :port)
+
+  @doc ~S'The URL of `path` on this server, e.g. `"http://127.0.0.1:54321/register"`.'
+  @spec url(GenServer.server(), String.t()) :: String.t()
+  def url(server, path \\ "/") do
+    "http://127.0.0.1:#{port(server)}" <> if(String.starts_with?(path, "/"), do: path, else: "/" <> path)
+  end
+
+  @doc "Every request received so far, in arrival order."
+  @spec requests(GenServer.server()) :: [request()]
+  def requests(server), do: GenServer.call(server, :requests)
+
+  @doc "How many connections were accepted so far."
+  @spec connection_count(GenServer.server()) :: non_neg_integer()
+  def connection_count(server), do: GenServer.call(server, :connection_count)
+
+  @doc "Waits until at least `count` requests were received; returns them all."
+  @spec await_requests(GenServer.server(), pos_integer(), timeout()) :: [request()]
+  def await_requests(server, count, timeout \\ 5_000),
+    do: GenServer.call(server, {:await_requests, count}, timeout)
+
+  @doc "Waits until every accepted connection is closed."
+  @spec await_idle(GenServer.server(), timeout()) :: :ok
+  def await_idle(server, timeout \\ 5_000), do: GenServer.call(server, :await_idle, timeout)
+
+  @doc "Stops the server: closes the listener and every open connection."
+  @spec stop(GenServer.server()) :: :ok
+  def stop(server), do: GenServer.stop(server, :normal)
+
+  defp check_handler!(handler) when is_function(handler, 1) or is_list(handler), do: :ok
+
+  defp check_handler!(other),
+    do: raise(ArgumentError, "a handler is a 1-arity function or a list of actions, got: #{inspect(other)}")
+
+  # -- Server ------------------------------------------------------------------
+
+  @impl GenServer
+  def init({handler, opts}) do
+    Process.flag(:trap_exit, true)
+
+    listen_opts = [:binary, active: false, packet: :raw, reuseaddr: true, ip: {127, 0, 0, 1}, backlog: 128]
+
+    case :gen_tcp.listen(0, listen_opts) do
+      {:ok, listener} ->
+        {:ok, port} = :inet.port(listener)
+        server = self()
+        acceptor = spawn_link(fn -> accept_loop(server, listener) end)
+
+        {:ok,
+         %{
+           listener: listener,
+           port: port,
+           acceptor: acceptor,
+           handler: handler,
+           on_accept: Keyword.get(opts, :on_accept, fn _ -> :serve end),
+           requests: [],
+           request_count: 0,
+           connections: %{},
+           connection_count: 0,
+           request_waiters: [],
+           idle_waiters: []
+         }}
+
+      {:error, reason} ->
+        {:stop, {:listen_failed, reason}}
+    end
+  end
+
+  @impl GenServer
+  def handle_call(:port, _from, state), do: {:reply, state.port, state}
+  def handle_call(:requests, _from, state), do: {:reply, Enum.reverse(state.requests), state}
+  def handle_call(:connection_count, _from, state), do: {:reply, state.connection_count, state}
+
+  def handle_call({:await_requests, count}, from, state) do
+    if state.request_count >= count,
+      do: {:reply, Enum.reverse(state.requests), state},
+      else: {:noreply, %{state | request_waiters: [{count, from} | state.request_waiters]}}
+  end
+
+  def handle_call(:await_idle, from, state) do
+    if map_size(state.connections) == 0,
+      do: {:reply, :ok, state},
+      else: {:noreply, %{state | idle_waiters: [from | state.idle_waiters]}}
+  end
+
+  # The acceptor hands over each socket to a fresh connection process.
+  def handle_call(:accepted, _from, state) do
+    id = state.connection_count + 1
+    server = self()
+    on_accept = state.on_accept
+    pid = spawn_link(fn -> connection_start(server, id, on_accept) end)
+
+    state = %{state | connections: Map.put(state.connections, pid, id), connection_count: id}
+    {:reply, pid, state}
+  end
+
+  def handle_call({:request, request}, _from, state) do
+    seq = state.request_count + 1
+    request = Map.put(request, :seq, seq)
+    {next, handler} = next_action(state.handler, request)
+    state = %{state | requests: [request | state.requests], request_count: seq, handler: handler}
+    {:reply, {next, request}, notify_request_waiters(state)}
+  end
+
+  @impl GenServer
+  def handle_info({:EXIT, pid, reason}, state) do
+    case Map.pop(state.connections, pid) do
+      {nil, _} ->
+        if pid == state.acceptor and reason != :normal,
+          do: Logger.error("fixture server acceptor exited: #{inspect(reason)}")
+
+        {:noreply, state}
+
+      {_id, connections} ->
+        {:noreply, notify_idle_waiters(%{state | connections: connections})}
+    end
+  end
+
+  def handle_info(_message, state), do: {:noreply, state}
+
+  @impl GenServer
+  def terminate(_reason, state) do
+    :gen_tcp.close(state.listener)
+    Process.exit(state.acceptor, :kill)
+    Enum.each(Map.keys(state.connections), &Process.exit(&1, :kill))
+    :ok
+  end
+
+  defp next_action(handler, _request) when is_function(handler, 1), do: {{:apply, handler}, handler}
+  defp next_action([fun | rest], _request) when is_function(fun, 1), do: {{:apply, fun}, rest}
+  defp next_action([action | rest], _request), do: {{:action, action}, rest}
+
+  defp next_action([], request) do
+    body = "fixture: no canned action left for #{request.method} #{request.path}"
+    {{:action, {:respond, 500, [{"content-type", "text/plain"}], body}}, []}
+  end
+
+  defp notify_request_waiters(state) do
+    {ready, waiting} =
+      Enum.split_with(state.request_waiters, fn {count, _} -> state.request_count >= count end)
+
+    requests = Enum.reverse(state.requests)
+    Enum.each(ready, fn {_, from} -> GenServer.reply(from, requests) end)
+    %{state | request_waiters: waiting}
+  end
+
+  defp notify_idle_waiters(%{connections: connections} = state) when map_size(connections) == 0 do
+    Enum.each(state.idle_waiters, &GenServer.reply(&1, :ok))
+    %{state | idle_waiters: []}
+  end
+
+  defp notify_idle_waiters(state), do: state
+
+  # -- Acceptor ----------------------------------------------------------------
+
+  defp accept_loop(server, listener) do
+    case :gen_tcp.accept(listener) do
+      {:ok, socket} ->
+        pid = GenServer.call(server, :accepted)
+        :ok = :gen_tcp.controlling_process(socket, pid)
+        send(pid, {:socket, socket})
+        accept_loop(server, listener)
+
+      {:error, :closed} ->
+        :ok
+
+      {:error, reason} ->
+        exit({:accept_failed, reason})
+    end
+  end
+
+  # -- Connection --------------------------------------------------------------
+
+  defp connection_start(server, id, on_accept) do
+    socket =
+      receive do
+        {:socket, socket} -> socket
+      end
+
+    conn = %{server: server, id: id, socket: socket, transport: :gen_tcp, buffer: <<>>}
+    peer = with {:ok, peer} <- :inet.peername(socket), do: peer
+
+    case on_accept.(%{conn: id, peer: peer}) do
+      :serve ->
+        serve(conn)
+
+      action ->
+        case perform(action, nil, conn) do
+          {:continue, conn} -> serve(conn)
+          :stop -> :ok
+        end
+    end
+  end
+
+  defp serve(conn) do
+    case read_request(conn) do
+      {:ok, request, conn} ->
+        {next, request} = GenServer.call(conn.server, {:request, request}, :infinity)
+
+        result =
+          case next do
+            {:action, action} -> perform(action, request, conn)
+            {:apply, fun} -> perform({:apply, fun}, request, conn)
+          end
+
+        case result do
+          {:continue, conn} -> serve(conn)
+          :stop -> :ok
+        end
+
+      {:closed, conn} ->
+        close(conn)
+
+      {:bad_request, message, conn} ->
+        send_bytes(conn, response(400, [{"content-type", "text/plain"}, {"connection", "close"}], message))
+        close(conn)
+    end
+  end
+
+  # Performs one action. Returns `{:continue, conn}` to read the next request
+  # on this connection, or `:stop` once the connection is closed.
+  defp perform({:apply, fun}, request, conn) do
+    action =
+      try do
+        fun.(request)
+      rescue
+        exception ->
+          message = Exception.format(:error, exception, __STACKTRACE__)
+          Logger.error("fixture handler raised: " <> message)
+          {:respond, 500, [{"content-type", "text/plain"}], "fixture handler raised: " <> message}
+      end
+
+    perform(action, request, conn)
+  end
+
+  defp perform({:respond, status, headers, body}, request, conn)
+       when is_integer(status) and is_list(headers) do
+    close? = wants_close?(request && request.headers) or wants_close?(lower(headers))
+
+    headers =
+      if close? and not has_header?(headers, "connection"),
+        do: headers ++ [{"connection", "close"}],
+        else: headers
+
+    with :ok <- send_bytes(conn, response(status, headers, body)) do
+      if close?, do: close(conn), else: {:continue, conn}
+    else
+      _ -> close(conn)
+    end
+  end
+
+  defp perform({:raw, bytes}, _request, conn) do
+    case send_bytes(conn, bytes) do
+      :ok -> {:continue, conn}
+      _ -> close(conn)
+    end
+  end
+
+  defp perform(close, _request, conn) when close in [:close, {:close}], do: close(conn)
+  defp perform(hang, _request, conn) when hang in [:hang, {:hang}], do: hang(conn)
+
+  defp perform(steps, request, conn) when is_list(steps) do
+    Enum.reduce_while(steps, {:continue, conn}, fn step, {:continue, conn} ->
+      case perform(step, request, conn) do
+        {:continue, conn} -> {:cont, {:continue, conn}}
+        :stop -> {:halt, :stop}
+      end
+    end)
+  end
+
+  defp perform(other, _request, conn) do
+    message = "fixture: unknown action #{inspect(other)}"
+    Logger.error(message)
+    send_bytes(conn, response(500, [{"content-type", "text/plain"}, {"connection", "close"}], message))
+    close(conn)
+  end
+
+  defp close(conn) do
+    conn.transport.close(conn.socket)
+    :stop
+  end
+
+  # Never answers; returns once the peer closes the connection (the server
+  # stopping kills this process).
+  defp hang(conn) do
+    set_active(conn, true)
+    hang_loop(conn)
+  end
+
+  defp hang_loop(%{socket: socket} = conn) do
+    receive do
+      {closed, ^socket} when closed in [:tcp_closed, :ssl_closed] -> close(conn)
+      {error, ^socket, _reason} when error in [:tcp_error, :ssl_error] -> close(conn)
+      {data, ^socket, _bytes} when data in [:tcp, :ssl] -> hang_loop(conn)
+    end
+  end
+
+  # `:gen_tcp` sockets take options through `:inet`, `:ssl` sockets through `:ssl`.
+  defp set_active(conn, mode) do
+    options_module = if conn.transport == :ssl, do: :ssl, else: :inet
+    options_module.setopts(conn.socket, active: mode)
+  end
+
+  defp send_bytes(conn, bytes), do: conn.transport.send(conn.socket, bytes)
+
+  # -- HTTP/1.1 reading ----------------------------------------------------------
+
+  defp read_request(conn) do
+    case parse_request_line(conn) do
+      {:ok, method, target, conn} ->
+        with {:ok, headers, conn} <- read_headers(conn, []),
+             {:ok, body, conn} <- read_body(conn, headers) do
+          {path, query} = split_target(target)
+          request = %{method: method, path: path, query: query, headers: headers, body: body, conn: conn.id}
+          {:ok, request, conn}
+        end
+
+      other ->
+        other
+    end
+  end
+
+  defp parse_request_line(conn) do
+    case :erlang.decode_packet(:http_bin, conn.buffer, []) do
+      {:ok, {:http_request, method, target, _version}, rest} ->
+        {:ok, to_string(method), target_to_string(target), %{conn | buffer: rest}}
+
+      # Tolerate stray empty lines between requests (RFC 9112 §2.2).
+      {:ok, {:http_error, line}, rest} when line in ["\r\n", "\n"] ->
+        parse_request_line(%{conn | buffer: rest})
+
+      {:ok, {:http_error, line}, _rest} ->
+        {:bad_request, "fixture: bad request line #{inspect(line)}", conn}
+
+      {:more, _} ->
+        with {:ok, conn} <- fill(conn), do: parse_request_line(conn)
+
+      {:error, reason} ->
+        {:bad_request, "fixture: bad request line (#{inspect(reason)})", conn}
+    end
+  end
+
+  defp read_headers(conn, acc) do
+    case :erlang.decode_packet(:httph_bin, conn.buffer, []) do
+      {:ok, {:http_header, _, name, _, value}, rest} ->
+        read_headers(%{conn | buffer: rest}, [{String.downcase(to_string(name)), value} | acc])
+
+      {:ok, :http_eoh, rest} ->
+        {:ok, Enum.reverse(acc), %{conn | buffer: rest}}
+
+      {:ok, {:http_error, line}, _rest} ->
+        {:bad_request, "fixture: bad header line #{inspect(line)}", conn}
+
+      {:more, _} when byte_size(conn.buffer) > @max_header_bytes ->
+        {:bad_request, "fixture: request headers too large", conn}
+
+      {:more, _} ->
+        with {:ok, conn} <- fill(conn), do: read_headers(conn, acc)
+
+      {:error, reason} ->
+        {:bad_request, "fixture: bad header (#{inspect(reason)})", conn}
+    end
+  end
+
+  defp read_body(conn, headers) do
+    chunked? =
+      headers
+      |> header_values("transfer-encoding")
+      |> Enum.any?(&(&1 |> String.downcase() |> String.contains?("chunked")))
+
+    case {chunked?, header_values(headers, "content-length")} do
+      {true, _} ->
+        read_chunks(conn, [])
+
+      {false, []} ->
+        {:ok, <<>>, conn}
+
+      {false, [length | _]} ->
+        case Integer.parse(String.trim(length)) do
+          {length, ""} when length >= 0 -> read_exact(conn, length)
+          _ -> {:bad_request, "fixture: bad content-length #{inspect(length)}", conn}
+        end
+    end
+  end
+
+  defp read_chunks(conn, acc) do
+    with {:ok, line, conn} <- read_line(conn) do
+      size_text = line |> String.split(";", parts: 2) |> hd() |> String.trim()
+
+      case Integer.parse(size_text, 16) do
+        {0, ""} ->
+          with {:ok, conn} <- skip_trailers(conn), do: {:ok, IO.iodata_to_binary(acc), conn}
+
+        {size, ""} when size > 0 ->
+          with {:ok, data, conn} <- read_exact(conn, size),
+               {:ok, "", conn} <- read_line(conn) do
+            read_chunks(conn, [acc, data])
+          else
+            {:ok, _, conn} -> {:bad_request, "fixture: chunk without CRLF", conn}
+            other -> other
+          end
+
+        _ ->
+          {:bad_request, "fixture: bad chunk size #{inspect(line)}", conn}
+      end
+    end
+  end
+
+  defp skip_trailers(conn) do
+    case read_line(conn) do
+      {:ok, "", conn} -> {:ok, conn}
+      {:ok, _trailer, conn} -> skip_trailers(conn)
+      other -> other
+    end
+  end
+
+  defp read_line(conn) do
+    case :binary.split(conn.buffer, "\r\n") do
+      [line, rest] ->
+        {:ok, line, %{conn | buffer: rest}}
+
+      [_] when byte_size(conn.buffer) > @max_header_bytes ->
+        {:bad_request, "fixture: line too long", conn}
+
+      [_] ->
+        with {:ok, conn} <- fill(conn), do: read_line(conn)
+    end
+  end
+
+  defp read_exact(conn, length) when byte_size(conn.buffer) >= length do
+    <<data::binary-size(length), rest::binary>> = conn.buffer
+    {:ok, data, %{conn | buffer: rest}}
+  end
+
+  defp read_exact(conn, length) do
+    with {:ok, conn} <- fill(conn), do: read_exact(conn, length)
+  end
+
+  defp fill(conn) do
+    case conn.transport.recv(conn.socket, 0, :infinity) do
+      {:ok, data} -> {:ok, %{conn | buffer: conn.buffer <> data}}
+      {:error, _reason} -> {:closed, conn}
+    end
+  end
+
+  defp target_to_string({:abs_path, path}), do: path
+  defp target_to_string({:absoluteURI, _scheme, _host, _port, path}), do: path
+  defp target_to_string(:*), do: "*"
+  defp target_to_string({:scheme, scheme, rest}), do: scheme <> ":" <> rest
+  defp target_to_string(other) when is_binary(other), do: other
+
+  defp split_target(target) do
+    case String.split(target, "?", parts: 2) do
+      [path, query] -> {path, query}
+      [path] -> {path, nil}
+    end
+  end
+
+  # -- HTTP/1.1 writing ----------------------------------------------------------
+
+  defp response(status, headers, body) do
+    no_body_status? = status in 100..199 or status in [204, 304]
+
+    headers =
+      if no_body_status? or has_header?(headers, "content-length") or
+           has_header?(headers, "transfer-encoding"),
+         do: headers,
+         else: headers ++ [{"content-length", Integer.to_string(IO.iodata_length(body))}]
+
+    [
+      "HTTP/1.1 #{status} #{reason_phrase(status)}\r\n",
+      Enum.map(headers, fn {name, value} -> [name, ": ", value, "\r\n"] end),
+      "\r\n",
+      body
+    ]
+  end
+
+  defp lower(headers), do: Enum.map(headers, fn {name, value} -> {String.downcase(name), value} end)
+
+  defp has_header?(headers, name), do: Enum.any?(headers, fn {n, _} -> String.downcase(n) == name end)
+
+  defp header_values(headers, name), do: for({^name, value} <- headers, do: value)
+
+  defp wants_close?(nil), do: false
+
+  defp wants_close?(headers) do
+    headers
+    |> header_values("connection")
+    |> Enum.any?(&(&1 |> String.downcase() |> String.contains?("close")))
+  end
+
+  @reasons %{
+    100 => "Continue",
+    200 => "OK",
+    201 => "Created",
+    202 => "Accepted",
+    204 => "No Content",
+    301 => "Moved Permanently",
+    302 => "Found",
+    303 => "See Other",
+    304 => "Not Modified",
+    307 => "Temporary Redirect",
+    308 => "Permanent Redirect",
+    400 => "Bad Request",
+    401 => "Unauthorized",
+    403 => "Forbidden",
+    404 => "Not Found",
+    405 => "Method Not Allowed",
+    409 => "Conflict",
+    413 => "Content Too Large",
+    429 => "Too Many Requests",
+    500 => "Internal Server Error",
+    502 => "Bad Gateway",
+    503 => "Service Unavailable",
+    504 => "Gateway Timeout"
+  }
+
+  defp reason_phrase(status), do: Map.get(@reasons, status, "Status")
+end
