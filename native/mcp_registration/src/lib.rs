@@ -7,6 +7,7 @@ pub mod error;
 pub mod metadata;
 pub mod request;
 pub mod response;
+pub mod server;
 pub mod uri;
 
 pub use client::{Call, Options, Outcome, Secret};
