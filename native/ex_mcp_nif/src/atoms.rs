@@ -30,4 +30,17 @@ rustler::atoms! {
     max_response_bytes,
     headers,
     initial_access_token,
+    // Registration server: configuration keys, info keys, start errors.
+    ip,
+    port,
+    rotate_registration_access_token,
+    client_secret_expires_in,
+    max_body_bytes,
+    base_url,
+    registration_endpoint,
+    eaddrinuse,
+    eaddrnotavail,
+    eacces,
+    bind_failed,
+    invalid_config,
 }
