@@ -640,6 +640,33 @@ async fn oversized_bodies_are_413() {
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
+#[test]
+fn chunked_bodies_over_the_limit_are_413() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server::start_on(runtime.handle(), ServerConfig::default()).unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+    for _ in 0..9 {
+        stream.write_all(chunk.as_bytes()).unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"));
+    assert_eq!(server.store().count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_are_405_with_allow_and_unknown_paths_404() {
     let server = start(ServerConfig::default());
