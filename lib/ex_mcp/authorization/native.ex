@@ -2,7 +2,8 @@ defmodule ExMCP.Authorization.Native do
   @moduledoc false
   # The NIF stubs and the "reply later" protocol. Each call NIF checks its
   # arguments, spawns the work on tokio and returns `{:ok, pending}` at once;
-  # the result arrives as `{ref, result}`. Users never call this module.
+  # the result arrives as `{ref, result}`. The `server_*` NIFs drive the
+  # embedded registration server. Users never call this module.
 
   require Logger
 
@@ -49,6 +50,14 @@ defmodule ExMCP.Authorization.Native do
   def panic_next_call, do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
+
+  # The embedded registration server (ExMCP.Authorization.RegistrationServer).
+  def server_start(_config), do: not_loaded()
+  def server_stop(_server), do: not_loaded()
+  def server_info(_server), do: not_loaded()
+  def server_lookup(_server, _client_id), do: not_loaded()
+  def server_list(_server), do: not_loaded()
+  def server_count(_server), do: not_loaded()
 
   defp not_loaded do
     raise RuntimeError,

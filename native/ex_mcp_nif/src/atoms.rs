@@ -12,4 +12,17 @@ rustler::atoms! {
     headers,
     cacertfile,
     initial_access_token,
+    // Registration server: configuration keys, info keys, start errors.
+    ip,
+    port,
+    rotate_registration_access_token,
+    client_secret_expires_in,
+    max_body_bytes,
+    base_url,
+    registration_endpoint,
+    eaddrinuse,
+    eaddrnotavail,
+    eacces,
+    bind_failed,
+    invalid_config,
 }

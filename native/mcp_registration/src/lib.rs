@@ -1,6 +1,8 @@
 //! RFC 7591 dynamic client registration and RFC 7592 registration
 //! management, without any BEAM: the NIF crate `ex_mcp_nif` wraps this, and
-//! the benchmark and embedded server use it directly.
+//! the benchmark uses it directly. [`server`] is an embedded registration
+//! server that checks what it receives with the same [`metadata`] rules the
+//! client applies before sending.
 
 pub mod client;
 pub mod error;
@@ -8,6 +10,7 @@ pub mod etf;
 pub mod metadata;
 pub mod request;
 pub mod response;
+pub mod server;
 pub mod uri;
 
 pub use client::{Call, Options, Outcome, Secret};

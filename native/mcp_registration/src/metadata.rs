@@ -270,6 +270,64 @@ pub fn apply_registration_defaults(doc: &mut Map<String, Value>) {
     }
 }
 
+/// Grant types that send the user agent back to the client, so a client
+/// using one of them needs `redirect_uris` (RFC 7591 §2, §2.1).
+pub const REDIRECT_GRANT_TYPES: &[&str] = &["authorization_code", "implicit"];
+
+/// Requires `redirect_uris` when `grant_types` holds a redirect-based grant
+/// ([`REDIRECT_GRANT_TYPES`]). Run it after [`apply_registration_defaults`],
+/// so that the default `authorization_code` grant counts.
+pub fn check_redirect_uris_required(doc: &Map<String, Value>) -> Result<(), RequestError> {
+    let grant = match doc.get("grant_types") {
+        Some(Value::Array(grants)) => grants
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|g| REDIRECT_GRANT_TYPES.contains(g)),
+        _ => None,
+    };
+    match grant {
+        Some(grant) if !doc.get("redirect_uris").is_some_and(has_value) => {
+            Err(RequestError::InvalidField {
+                field: "redirect_uris".into(),
+                message: format!("is required by the {grant} grant type"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks and completes the client metadata of a registration: members
+/// without a value are dropped, every known field is checked
+/// ([`check_document`] with [`Purpose::Register`]), the defaults and the
+/// derived `application_type` are filled in ([`apply_registration_defaults`]),
+/// and `redirect_uris` must be present when a grant type needs it.
+///
+/// The client runs this on what it is about to send (RFC 7591 §3.1), and the
+/// embedded server on what it received, at registration and for the full
+/// replacement of an RFC 7592 §2.2 update, so both sides apply the same rules.
+pub fn prepare_client_metadata(doc: &mut Map<String, Value>) -> Result<(), RequestError> {
+    drop_empty(doc);
+    check_document(doc, Purpose::Register)?;
+    apply_registration_defaults(doc);
+    check_redirect_uris_required(doc)
+}
+
+/// Refuses the fields RFC 7592 §2.2 forbids in a PUT (`forbidden_in_put`):
+/// the server's check of an update body. A member counts as sent whatever
+/// its value.
+pub fn check_put_document(doc: &Map<String, Value>) -> Result<(), RequestError> {
+    match FIELDS
+        .iter()
+        .find(|f| f.forbidden_in_put && doc.contains_key(f.name))
+    {
+        Some(field) => Err(RequestError::InvalidField {
+            field: field.name.into(),
+            message: "is issued by the authorization server and must not be sent in an update (RFC 7592 §2.2)".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Builds the body of an RFC 7592 §2.2 PUT.
 ///
 /// `current` is what the server holds (from a GET), or `None` for a full
@@ -470,6 +528,70 @@ mod tests {
             json!("s"),
             "kept when the caller sets it"
         );
+    }
+
+    #[test]
+    fn rfc7591_2_redirect_grants_need_redirect_uris() {
+        // The default grant type is authorization_code.
+        let mut doc = obj(json!({"client_name": "x"}));
+        let err = prepare_client_metadata(&mut doc).unwrap_err();
+        assert!(matches!(&err, RequestError::InvalidField { field, message }
+            if field == "redirect_uris" && message.contains("authorization_code")));
+
+        let mut doc = obj(json!({"grant_types": ["implicit"], "redirect_uris": []}));
+        assert!(prepare_client_metadata(&mut doc).is_err(), "[] is no value");
+
+        let mut doc = obj(json!({"grant_types": ["client_credentials"]}));
+        prepare_client_metadata(&mut doc).unwrap();
+        assert_eq!(doc["application_type"], json!("web"));
+        assert_eq!(doc["response_types"], json!(["code"]));
+    }
+
+    #[test]
+    fn prepare_client_metadata_checks_then_fills_defaults() {
+        let mut doc = obj(json!({
+            "client_name": "x",
+            "logo_uri": null,
+            "redirect_uris": ["http://127.0.0.1:9/cb"]
+        }));
+        prepare_client_metadata(&mut doc).unwrap();
+        assert_eq!(
+            Value::Object(doc),
+            json!({
+                "client_name": "x",
+                "redirect_uris": ["http://127.0.0.1:9/cb"],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+                "application_type": "native"
+            })
+        );
+        let mut doc = obj(json!({"redirect_uris": ["javascript:x"]}));
+        assert_eq!(
+            prepare_client_metadata(&mut doc),
+            Err(RequestError::InvalidRedirectUris(vec![
+                "javascript:x".into()
+            ]))
+        );
+        let mut doc = obj(json!({"client_secret": "s", "redirect_uris": ["https://a.example/cb"]}));
+        assert!(matches!(prepare_client_metadata(&mut doc),
+            Err(RequestError::InvalidField { field, .. }) if field == "client_secret"));
+    }
+
+    #[test]
+    fn rfc7592_2_2_server_refuses_issued_fields_in_put() {
+        assert!(check_put_document(&obj(json!({"client_id": "c", "client_secret": "s"}))).is_ok());
+        for name in [
+            "registration_access_token",
+            "registration_client_uri",
+            "client_secret_expires_at",
+            "client_id_issued_at",
+        ] {
+            let mut doc = obj(json!({"client_id": "c"}));
+            doc.insert(name.into(), Value::Null);
+            assert!(matches!(check_put_document(&doc),
+                Err(RequestError::InvalidField { field, .. }) if field == name));
+        }
     }
 
     #[test]

@@ -31,10 +31,11 @@ pub fn registration(mut request: Map<String, Value>) -> Result<Registration, Req
     }
     let endpoint = request.remove(REGISTRATION_ENDPOINT).unwrap_or_default();
     let mut metadata = flatten_extra(request)?;
-    metadata::drop_empty(&mut metadata);
-    metadata::check_document(&metadata, Purpose::Register)?;
+    // The same checks and defaults the embedded server applies to what it
+    // receives. `redirect_uris` is required above, so the grant-type rule
+    // inside never fires here.
+    metadata::prepare_client_metadata(&mut metadata)?;
     let endpoint = endpoint_url(REGISTRATION_ENDPOINT, &endpoint)?;
-    metadata::apply_registration_defaults(&mut metadata);
     Ok(Registration { endpoint, metadata })
 }
 

@@ -1,0 +1,381 @@
+defmodule ExMCP.Authorization.RegistrationServer do
+  @moduledoc """
+  An embedded OAuth authorization server that does dynamic client
+  registration: RFC 7591 registration, RFC 7592 management of a
+  registration, and the RFC 8414 metadata document that points at them.
+
+  The HTTP server runs in Rust (hyper on the library's tokio runtime); this
+  GenServer owns it. The listener closes when the process stops, exits for
+  any reason, or is killed. Registered clients are kept in memory and are
+  lost when the server stops, so it suits tests, development and local MCP
+  setups — it is not a production authorization server.
+
+  ## Example
+
+      alias ExMCP.Authorization.{ClientRegistration, RegistrationServer}
+
+      {:ok, server} = RegistrationServer.start_link(port: 0)
+
+      RegistrationServer.url(server)
+      #=> "http://127.0.0.1:54021"
+
+      {:ok, client} =
+        ClientRegistration.register_client(%{
+          registration_endpoint: RegistrationServer.registration_endpoint(server),
+          client_name: "My MCP Client",
+          redirect_uris: ["http://127.0.0.1:8080/callback"]
+        })
+
+      RegistrationServer.count(server)
+      #=> 1
+
+      {:ok, stored} = RegistrationServer.lookup(server, client.client_id)
+      stored.client_name
+      #=> "My MCP Client"
+
+      :ok = RegistrationServer.stop(server)
+
+  Under a supervisor:
+
+      children = [
+        {ExMCP.Authorization.RegistrationServer,
+         port: 4001, initial_access_token: "let-me-in", name: MyApp.RegistrationServer}
+      ]
+
+  ## Endpoints
+
+  | Endpoint | Answer |
+  |---|---|
+  | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata: `issuer` (the base URL), `registration_endpoint`, `token_endpoint_auth_methods_supported`, `grant_types_supported`, `response_types_supported`. `authorization_endpoint` (`/authorize`) and `token_endpoint` (`/token`) are placeholders under the issuer: this server does not serve them. |
+  | `POST /register` | RFC 7591: `201` with the full client information. |
+  | `GET /register/<client_id>` | RFC 7592 §2.1: `200` with the client information. |
+  | `PUT /register/<client_id>` | RFC 7592 §2.2: replaces the registration in full; `200`. |
+  | `DELETE /register/<client_id>` | RFC 7592 §2.3: `204`; the client and its token are gone. |
+
+  ## What the server does
+
+    * Client metadata is checked and completed by the same Rust code that
+      `ExMCP.Authorization.ClientRegistration` runs before sending: field
+      types, redirect URI rules (https, loopback http or a private-use
+      scheme; no fragment; no `javascript:`, `data:`, `vbscript:`, `file:`),
+      the defaults (`grant_types: ["authorization_code"]`,
+      `response_types: ["code"]`, `token_endpoint_auth_method: "none"`) and
+      the derived `application_type`. `redirect_uris` is required when a
+      grant type needs it (`authorization_code`, `implicit`).
+    * Supported: `token_endpoint_auth_method` `none`, `client_secret_basic`,
+      `client_secret_post`; `grant_types` `authorization_code`,
+      `refresh_token`, `client_credentials`; `response_types` `code`.
+    * The answer carries a generated `client_id`, `client_id_issued_at`, a
+      `registration_access_token`, the `registration_client_uri`
+      (`<url>/register/<client_id>`), every metadata field, and — unless the
+      method is `"none"` — a `client_secret` with `client_secret_expires_at`
+      (`0` means never). Secrets and tokens have 256 bits from the operating
+      system's CSPRNG. Expired secrets are kept and still reported.
+    * Answers carrying credentials have `Cache-Control: no-store`.
+    * RFC 7592 requests need `Authorization: Bearer <registration_access_token>`;
+      a missing or wrong token, or an unknown client, is `401` with
+      `WWW-Authenticate: Bearer error="invalid_token"`. Tokens are compared
+      in constant time.
+    * A `PUT` must carry the client's `client_id`; it must not carry
+      `registration_access_token`, `registration_client_uri`,
+      `client_secret_expires_at` or `client_id_issued_at`; a `client_secret`
+      in it must be the current one. Otherwise it is `400`.
+    * Invalid metadata is `400` with `%{"error" => "invalid_redirect_uri" |
+      "invalid_client_metadata", "error_description" => ...}` (RFC 7591
+      §3.2.2), and so are malformed JSON, a body that is not a JSON object,
+      and a `Content-Type` other than `application/json`. A body over
+      `:max_body_bytes` is `413`; an unsupported method on a known path is
+      `405` with an `Allow` header; an unknown path is `404`.
+
+  ## Options
+
+  | Option | Default | Meaning |
+  |---|---|---|
+  | `:port` | `0` | TCP port; `0` picks a free one (see `url/1`). |
+  | `:ip` | `{127, 0, 0, 1}` | Address to listen on, an `:inet.ip_address()` tuple. |
+  | `:initial_access_token` | `nil` | When set, `POST /register` needs `Authorization: Bearer <token>` (RFC 7591 §3). Visible ASCII without spaces. |
+  | `:rotate_registration_access_token` | `false` | Issue a new registration access token on every update; the old one stops working. |
+  | `:client_secret_expires_in` | `0` | Lifetime of issued client secrets in seconds; `0` means they never expire. |
+  | `:max_body_bytes` | `65_536` | Largest request body accepted. |
+  | `:name` | `nil` | Registers the process under this name (`GenServer` naming). |
+
+  An unknown or ill-typed option raises `ArgumentError` naming the option.
+  If the address cannot be bound, `start_link/1` returns
+  `{:error, :eaddrinuse}` (or `:eaddrnotavail`, `:eacces`,
+  `{:bind_failed, message}`), and, as with any `GenServer`, the linked
+  caller receives an exit signal with that reason.
+  """
+
+  use GenServer
+
+  alias ExMCP.Authorization.{ClientRegistration, Native}
+
+  @typedoc "A running server: its pid or registered name."
+  @type server() :: GenServer.server()
+
+  @typedoc "Options of `start_link/1`; see the moduledoc's table."
+  @type option() ::
+          {:port, :inet.port_number()}
+          | {:ip, :inet.ip_address()}
+          | {:initial_access_token, String.t() | nil}
+          | {:rotate_registration_access_token, boolean()}
+          | {:client_secret_expires_in, non_neg_integer()}
+          | {:max_body_bytes, pos_integer()}
+          | {:name, GenServer.name()}
+
+  @defaults [
+    port: 0,
+    ip: {127, 0, 0, 1},
+    initial_access_token: nil,
+    rotate_registration_access_token: false,
+    client_secret_expires_in: 0,
+    max_body_bytes: 65_536
+  ]
+  @option_keys Keyword.keys(@defaults) ++ [:name]
+
+  @doc """
+  Starts the server, linked to the caller, and returns once it is listening.
+
+  ## Example
+
+      {:ok, server} = RegistrationServer.start_link(port: 0, rotate_registration_access_token: true)
+  """
+  @spec start_link([option()]) :: GenServer.on_start()
+  def start_link(opts \\ []) do
+    {name, config} = options!(opts)
+    GenServer.start_link(__MODULE__, config, if(name, do: [name: name], else: []))
+  end
+
+  @doc """
+  A child specification, so the server can be supervised:
+  `{ExMCP.Authorization.RegistrationServer, opts}`. The child id is the
+  `:name` option when given, the module otherwise.
+
+  ## Example
+
+      Supervisor.start_link([{RegistrationServer, port: 4001}], strategy: :one_for_one)
+  """
+  @spec child_spec([option()]) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    unless is_list(opts), do: raise(ArgumentError, "options must be a keyword list, got: #{inspect(opts)}")
+
+    %{
+      id: Keyword.get(opts, :name) || __MODULE__,
+      start: {__MODULE__, :start_link, [opts]},
+      type: :worker,
+      shutdown: 10_000
+    }
+  end
+
+  @doc """
+  The base URL, which is also the issuer: `"http://127.0.0.1:PORT"`. An
+  unspecified listen address (`{0, 0, 0, 0}`, `{0, 0, 0, 0, 0, 0, 0, 0}`)
+  shows as the loopback address.
+
+  ## Example
+
+      RegistrationServer.url(server)
+      #=> "http://127.0.0.1:54021"
+  """
+  @spec url(server()) :: String.t()
+  def url(server), do: info(server).base_url
+
+  @doc """
+  The registration endpoint, `url(server) <> "/register"`: what goes in a
+  registration request's `:registration_endpoint`.
+
+  ## Example
+
+      RegistrationServer.registration_endpoint(server)
+      #=> "http://127.0.0.1:54021/register"
+  """
+  @spec registration_endpoint(server()) :: String.t()
+  def registration_endpoint(server), do: info(server).registration_endpoint
+
+  @doc """
+  The TCP port the server listens on.
+
+  ## Example
+
+      RegistrationServer.port(server)
+      #=> 54021
+  """
+  @spec port(server()) :: :inet.port_number()
+  def port(server), do: info(server).port
+
+  @doc """
+  Stops the server. Returns once the listener and every connection are
+  closed.
+
+  ## Example
+
+      :ok = RegistrationServer.stop(server)
+  """
+  @spec stop(server()) :: :ok
+  def stop(server), do: GenServer.stop(server, :normal)
+
+  @doc """
+  The stored registration of one client: the same map shape
+  `ExMCP.Authorization.ClientRegistration` returns
+  (`t:ExMCP.Authorization.ClientRegistration.client_information/0`),
+  credentials included. `:error` if there is no such client.
+
+  ## Example
+
+      {:ok, %{client_name: "My MCP Client"}} = RegistrationServer.lookup(server, client_id)
+      :error = RegistrationServer.lookup(server, "no-such-client")
+  """
+  @spec lookup(server(), String.t()) :: {:ok, ClientRegistration.client_information()} | :error
+  def lookup(server, client_id) when is_binary(client_id), do: GenServer.call(server, {:lookup, client_id})
+
+  def lookup(_server, client_id),
+    do: raise(ArgumentError, "client_id must be a string, got: #{inspect(client_id)}")
+
+  @doc """
+  Every registered client, oldest registration first.
+
+  ## Example
+
+      [%{client_id: _} | _] = RegistrationServer.list(server)
+  """
+  @spec list(server()) :: [ClientRegistration.client_information()]
+  def list(server), do: GenServer.call(server, :list)
+
+  @doc """
+  How many clients are registered.
+
+  ## Example
+
+      0 = RegistrationServer.count(server)
+  """
+  @spec count(server()) :: non_neg_integer()
+  def count(server), do: GenServer.call(server, :count)
+
+  defp info(server), do: GenServer.call(server, :info)
+
+  # -- GenServer -----------------------------------------------------------------
+
+  @impl GenServer
+  def init(config) do
+    # Trapping exits lets a supervisor's shutdown run terminate/2, which
+    # closes the listener before the process is gone.
+    Process.flag(:trap_exit, true)
+
+    # The NIF monitors this process: if it dies without terminate/2 (a kill),
+    # the server stops all the same.
+    case Native.server_start(config) do
+      {:ok, resource} -> {:ok, %{resource: resource, info: Native.server_info(resource)}}
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  @impl GenServer
+  def handle_call(:info, _from, state), do: {:reply, state.info, state}
+
+  def handle_call({:lookup, client_id}, _from, state),
+    do: {:reply, Native.server_lookup(state.resource, client_id), state}
+
+  def handle_call(:list, _from, state), do: {:reply, Native.server_list(state.resource), state}
+  def handle_call(:count, _from, state), do: {:reply, Native.server_count(state.resource), state}
+
+  # Exits of linked processes other than the parent (which GenServer handles
+  # itself): behave as if exits were not trapped.
+  @impl GenServer
+  def handle_info({:EXIT, _pid, :normal}, state), do: {:noreply, state}
+  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
+  def handle_info(_message, state), do: {:noreply, state}
+
+  @impl GenServer
+  def terminate(_reason, %{resource: resource}) do
+    Native.server_stop(resource)
+    :ok
+  end
+
+  # -- Options -------------------------------------------------------------------
+
+  defp options!(opts) do
+    unless is_list(opts) and Enum.all?(opts, &match?({key, _} when is_atom(key), &1)) do
+      raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    Enum.each(opts, fn {key, value} ->
+      unless key in @option_keys do
+        raise ArgumentError,
+              "unknown option #{inspect(key)}; #{inspect(__MODULE__)} accepts " <>
+                Enum.map_join(@option_keys, ", ", &inspect/1)
+      end
+
+      check_option!(key, value)
+    end)
+
+    opts = Keyword.merge(@defaults, opts)
+
+    config = %{
+      ip: opts[:ip] |> :inet.ntoa() |> List.to_string(),
+      port: opts[:port],
+      initial_access_token: opts[:initial_access_token],
+      rotate_registration_access_token: opts[:rotate_registration_access_token],
+      client_secret_expires_in: opts[:client_secret_expires_in],
+      max_body_bytes: opts[:max_body_bytes]
+    }
+
+    {opts[:name], config}
+  end
+
+  defp check_option!(:port, port) when is_integer(port) and port in 0..65_535, do: :ok
+
+  defp check_option!(:port, other),
+    do: raise(ArgumentError, "option :port must be an integer from 0 to 65535, got: #{inspect(other)}")
+
+  defp check_option!(:ip, ip) do
+    unless :inet.is_ip_address(ip) do
+      raise ArgumentError,
+            "option :ip must be an IP address tuple such as {127, 0, 0, 1}, got: #{inspect(ip)}"
+    end
+  end
+
+  defp check_option!(:initial_access_token, nil), do: :ok
+
+  # Never echo a token, not even a malformed one.
+  defp check_option!(:initial_access_token, token) do
+    unless is_binary(token) and token =~ ~r/\A[\x21-\x7E]+\z/ do
+      raise ArgumentError,
+            "option :initial_access_token must be a non-empty string of visible ASCII characters without spaces"
+    end
+  end
+
+  defp check_option!(:rotate_registration_access_token, flag) when is_boolean(flag), do: :ok
+
+  defp check_option!(:rotate_registration_access_token, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :rotate_registration_access_token must be a boolean, got: #{inspect(other)}"
+      )
+
+  defp check_option!(:client_secret_expires_in, seconds) when is_integer(seconds) and seconds >= 0,
+    do: :ok
+
+  defp check_option!(:client_secret_expires_in, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :client_secret_expires_in must be a non-negative integer (seconds, 0 for never), got: #{inspect(other)}"
+      )
+
+  defp check_option!(:max_body_bytes, bytes) when is_integer(bytes) and bytes > 0, do: :ok
+
+  defp check_option!(:max_body_bytes, other),
+    do: raise(ArgumentError, "option :max_body_bytes must be a positive integer, got: #{inspect(other)}")
+
+  defp check_option!(:name, name) when is_atom(name) and not is_nil(name), do: :ok
+  defp check_option!(:name, {:global, _}), do: :ok
+  defp check_option!(:name, {:via, module, _}) when is_atom(module), do: :ok
+
+  defp check_option!(:name, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :name must be an atom, {:global, term} or {:via, module, term}, got: #{inspect(other)}"
+      )
+end
