@@ -10,6 +10,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use mcp_registration::etf;
 use mcp_registration::server::{self, RunningServer, ServerConfig, ServerError};
 use rustler::types::atom::Atom;
 use rustler::types::map::map_new;
@@ -92,23 +93,15 @@ fn server_lookup<'a>(
     let found = std::str::from_utf8(client_id.as_slice())
         .ok()
         .and_then(|id| resource.server.store().lookup(id));
-    match found {
-        Some(info) => (atoms::ok(), convert::client_information(env, &info)).encode(env),
-        None => atoms::error().encode(env),
-    }
+    convert::from_etf(env, &etf::lookup(found.as_ref()))
 }
 
-/// `server_list(resource)`: every client's information, oldest first.
-#[rustler::nif]
+/// `server_list(resource)`: every client's information, oldest first. On a
+/// dirty scheduler: a store of many thousands of clients is a large term.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn server_list(env: Env, resource: ResourceArc<ServerResource>) -> Term {
-    resource
-        .server
-        .store()
-        .list()
-        .iter()
-        .map(|info| convert::client_information(env, info))
-        .collect::<Vec<_>>()
-        .encode(env)
+    let clients = resource.server.store().list();
+    convert::from_etf(env, &etf::client_list(clients.iter()))
 }
 
 /// `server_count(resource)`: how many clients are registered.

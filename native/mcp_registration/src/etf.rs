@@ -287,6 +287,29 @@ pub fn result(result: &Result<Outcome, Error>) -> Vec<u8> {
     w.out
 }
 
+/// `{:ok, client_information}`, or `:error` when there is none.
+pub fn lookup(info: Option<&ClientInformation>) -> Vec<u8> {
+    let mut w = Writer::new();
+    match info {
+        Some(info) => {
+            w.tuple(2);
+            w.atom("ok");
+            w.client_information(info);
+        }
+        None => w.atom("error"),
+    }
+    w.out
+}
+
+/// A list of `client_information()` maps.
+pub fn client_list<'a>(infos: impl ExactSizeIterator<Item = &'a ClientInformation>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.list(infos.len());
+    infos.for_each(|info| w.client_information(info));
+    w.nil();
+    w.out
+}
+
 /// A bare error reason.
 pub fn reason(error: &Error, atoms: &dyn AtomTable) -> Vec<u8> {
     let mut w = Writer::new();
