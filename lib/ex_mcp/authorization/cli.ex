@@ -1,0 +1,64 @@
+defmodule ExMCP.Authorization.CLI do
+  @moduledoc false
+  # What the mcp.* Mix tasks share: argument parsing, the credential file
+  # format (the RFC 7591 JSON document), and failing with format_error/1.
+
+  alias ExMCP.Authorization.{ClientRegistration, Native}
+
+  @doc "Parses `argv` strictly; an unknown flag stops the task with its name."
+  def parse!(argv, switches, task) do
+    case OptionParser.parse(argv, strict: switches) do
+      {opts, args, []} -> {opts, args}
+      {_, _, [{flag, _} | _]} -> Mix.raise("unknown or malformed flag #{flag}; see `mix help #{task}`")
+    end
+  end
+
+  @doc "Library options from the shared flags."
+  def call_options(opts) do
+    Enum.flat_map([:timeout, :cacertfile], fn key ->
+      case Keyword.fetch(opts, key) do
+        {:ok, value} -> [{key, value}]
+        :error -> []
+      end
+    end)
+  end
+
+  @doc "A client information map as the JSON document a server would send."
+  def to_json(client) do
+    document =
+      client
+      |> Map.delete(:extra)
+      |> Enum.reject(fn {_, value} -> is_nil(value) end)
+      |> Map.new(fn {key, value} -> {Atom.to_string(key), value} end)
+      |> Map.merge(Map.get(client, :extra, %{}))
+
+    {:ok, text} = Native.json_encode(document, true)
+    text
+  end
+
+  @doc "Reads the registration client URI and token from a credential file."
+  def read_credentials!(path) do
+    with {:ok, text} <- File.read(path),
+         {:ok, %{} = document} <- Native.json_decode(text),
+         uri when is_binary(uri) <- document["registration_client_uri"],
+         token when is_binary(token) <- document["registration_access_token"] do
+      {uri, token}
+    else
+      {:error, reason} when is_atom(reason) -> Mix.raise("cannot read #{path}: #{:file.format_error(reason)}")
+      {:error, message} -> Mix.raise("#{path} is not valid JSON: #{message}")
+      _ -> Mix.raise("#{path} has no registration_client_uri and registration_access_token")
+    end
+  end
+
+  @doc "Writes credentials readable by the owner only: they hold secrets."
+  def write_credentials!(path, client) do
+    File.write!(path, to_json(client) <> "\n")
+    File.chmod!(path, 0o600)
+  end
+
+  @doc "Stops the task with a non-zero exit and the error in one sentence."
+  def fail!(reason), do: Mix.raise(ClientRegistration.format_error(reason))
+
+  @doc "Status lines go to stderr, so stdout holds only the JSON."
+  def info(message), do: IO.puts(:stderr, message)
+end

@@ -1,0 +1,137 @@
+defmodule ExMCP.Authorization.MixTasksTest do
+  # The main job's commands, run in-process against the embedded server.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureIO
+
+  alias ExMCP.Authorization.{Native, RegistrationServer}
+
+  setup do
+    server = start_supervised!({RegistrationServer, rotate_registration_access_token: true})
+    %{server: server, endpoint: RegistrationServer.registration_endpoint(server)}
+  end
+
+  # Runs a task; returns {stdout, stderr}. Mix tasks run once per VM unless re-enabled.
+  defp run_task(task, args) do
+    Mix.Task.reenable(task)
+
+    stderr =
+      capture_io(:stderr, fn -> send(self(), {:stdout, capture_io(fn -> Mix.Task.run(task, args) end)}) end)
+
+    assert_received {:stdout, stdout}
+    {stdout, stderr}
+  end
+
+  defp decode!(json) do
+    {:ok, document} = Native.json_decode(json)
+    document
+  end
+
+  @tag :tmp_dir
+  test "mcp.register prints the credentials as JSON and mcp.client manages them", %{
+    server: server,
+    endpoint: endpoint,
+    tmp_dir: dir
+  } do
+    file = Path.join(dir, "client.json")
+
+    {stdout, stderr} =
+      run_task("mcp.register", [
+        "--endpoint",
+        endpoint,
+        "--name",
+        "CLI Café",
+        "--redirect-uri",
+        "http://127.0.0.1:9000/cb",
+        "--redirect-uri",
+        "com.example.app:/cb",
+        "--scope",
+        "mcp:read",
+        "--grant-type",
+        "authorization_code",
+        "--auth-method",
+        "client_secret_basic",
+        "--output",
+        file
+      ])
+
+    printed = decode!(stdout)
+    assert stderr =~ "Registered client #{printed["client_id"]}"
+    assert printed["client_name"] == "CLI Café"
+    assert printed["redirect_uris"] == ["http://127.0.0.1:9000/cb", "com.example.app:/cb"]
+    assert printed["token_endpoint_auth_method"] == "client_secret_basic"
+    assert is_binary(printed["client_secret"])
+    assert decode!(File.read!(file)) == printed
+    assert File.stat!(file).mode |> Bitwise.band(0o777) == 0o600
+    assert {:ok, %{client_name: "CLI Café"}} = RegistrationServer.lookup(server, printed["client_id"])
+
+    {stdout, _} = run_task("mcp.client", ["show", "--from", file])
+    assert decode!(stdout)["client_id"] == printed["client_id"]
+
+    {stdout, stderr} = run_task("mcp.client", ["update", "--from", file, "--name", "Renamed"])
+    updated = decode!(stdout)
+    assert updated["client_name"] == "Renamed"
+    assert updated["scope"] == "mcp:read", "the merge keeps what the update does not name"
+    assert updated["registration_access_token"] != printed["registration_access_token"]
+    assert stderr =~ "Updated #{file}"
+    assert decode!(File.read!(file)) == updated, "the rotated token is written back"
+
+    {_, stderr} = run_task("mcp.client", ["delete", "--from", file])
+    assert stderr =~ "Deleted the registration"
+    assert RegistrationServer.count(server) == 0
+
+    error = assert_raise Mix.Error, fn -> run_task("mcp.client", ["show", "--from", file]) end
+    assert error.message =~ "(HTTP 401): invalid_token"
+    refute error.message =~ updated["registration_access_token"]
+  end
+
+  test "mcp.register without --endpoint starts the embedded server and says so" do
+    {stdout, stderr} = run_task("mcp.register", ["--name", "Embedded"])
+    assert stderr =~ "No --endpoint given: started the embedded registration server at http://127.0.0.1:"
+    assert %{"client_name" => "Embedded", "application_type" => "native"} = decode!(stdout)
+  end
+
+  test "errors are printed with format_error/1 and fail the task" do
+    error =
+      assert_raise Mix.Error, fn ->
+        run_task("mcp.register", ["--endpoint", "http://auth.example.com/register"])
+      end
+
+    assert error.message ==
+             "the endpoint must use https; plain http is allowed only to localhost, 127.0.0.0/8 or [::1]"
+
+    assert_raise Mix.Error, ~r/unknown or malformed flag --bogus/, fn ->
+      run_task("mcp.register", ["--bogus"])
+    end
+
+    assert_raise Mix.Error, ~r/usage: mix mcp.client/, fn -> run_task("mcp.client", ["frobnicate"]) end
+
+    assert_raise Mix.Error, ~r/--from FILE, or both --uri and --token/, fn ->
+      run_task("mcp.client", ["show"])
+    end
+
+    assert_raise Mix.Error, ~r/update needs at least one of/, fn ->
+      run_task("mcp.client", ["update", "--uri", "http://127.0.0.1:1/r", "--token", "t"])
+    end
+  end
+
+  test "mcp.demo runs the whole cycle" do
+    {stdout, _} = run_task("mcp.demo", [])
+
+    for step <- [
+          "1. register_client",
+          "2. get_client_information",
+          "3. update_client_information",
+          "4. delete_client"
+        ] do
+      assert stdout =~ step
+    end
+
+    assert stdout =~ "the server rotated the registration access token: true"
+
+    assert stdout =~
+             "5. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
+
+    assert stdout =~ "Clients left on the server: 0"
+  end
+end
