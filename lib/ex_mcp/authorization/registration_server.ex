@@ -232,7 +232,8 @@ defmodule ExMCP.Authorization.RegistrationServer do
     do: raise(ArgumentError, "client_id must be a string, got: #{inspect(client_id)}")
 
   @doc """
-  Every registered client, oldest registration first.
+  Every registered client, ordered by `client_id_issued_at` (whole seconds),
+  then by `client_id`: registrations within one second are not in arrival order.
 
   ## Example
 

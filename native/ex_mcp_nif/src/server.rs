@@ -96,7 +96,7 @@ fn server_lookup<'a>(
     convert::from_etf(env, &etf::lookup(found.as_ref()))
 }
 
-/// `server_list(resource)`: every client's information, oldest first. On a
+/// `server_list(resource)`: every client's information, by issue time then id. On a
 /// dirty scheduler: a store of many thousands of clients is a large term.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn server_list(env: Env, resource: ResourceArc<ServerResource>) -> Term {

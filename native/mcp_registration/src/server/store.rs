@@ -135,7 +135,8 @@ impl Store {
             .map(|record| record.information(self.registration_client_uri(client_id)))
     }
 
-    /// The client information of every client, oldest registration first.
+    /// The client information of every client, ordered by `client_id_issued_at`
+    /// (whole seconds), then `client_id`.
     pub fn list(&self) -> Vec<ClientInformation> {
         let mut records: Vec<Arc<ClientRecord>> = self
             .shards
