@@ -49,7 +49,26 @@ defmodule ExMCP.Test.FixtureServer do
       `[{:raw, "HTTP/1.1 200 OK\\r\\nContent-Length: 10\\r\\n\\r\\nabc"}, :close]`);
       stops after a step that ends the connection.
 
-  New fault-injection actions (trickling bytes, resets, TLS, ...) belong in
+  Fault injection (mostly used inside step lists):
+
+    * `{:delay, ms}` — waits `ms` milliseconds (a timer inside this
+      connection's process; the socket is not watched meanwhile), then goes on.
+    * `{:trickle, iodata, chunk_bytes, interval_ms}` — writes `iodata`
+      `chunk_bytes` at a time, waiting `interval_ms` between writes. A failed
+      write records a `:write_failed` event and ends the connection.
+    * `{:stream, iodata, times}` — writes `iodata` `times` times (or forever
+      with `:infinity`) as fast as the peer reads, then records a
+      `:stream_ended` event with `%{sent: bytes, result: :ok | {:error, reason}}`.
+      A failed write ends the connection.
+    * `:reset` (or `{:reset}`) — closes with `SO_LINGER` 0, so the peer gets a
+      TCP RST instead of a FIN.
+    * `{:mark, term}` — records a `:mark` event with `term` as its detail (to
+      observe that a step list got that far).
+
+  A failed write in `{:respond, ...}` or `{:raw, ...}` records a
+  `:write_failed` event too.
+
+  New fault-injection actions belong in
   `perform/3`: it receives the action, the request and the connection state
   (`%{socket:, transport:, ...}`, where `transport` is the module used for
   `send/2`, `recv/3` and `close/1`, so `:ssl` can stand in for `:gen_tcp`).
@@ -63,6 +82,12 @@ defmodule ExMCP.Test.FixtureServer do
       `:serve` (the default) reads requests; an action (`:close`, `:hang`,
       `{:raw, iodata}`, a list) is performed instead, and the connection is
       then closed unless the action was `{:raw, _}`, which goes on serving.
+      With `:tls`, it runs after the TLS handshake.
+    * `:tls` — `[certfile: path, keyfile: path]` (any other `:ssl` server
+      option may be added): every accepted connection first does a TLS
+      handshake, and `url/2` gives `https://` URLs. A failed handshake records
+      a `:tls_failed` event (detail: the `:ssl` error) and closes the
+      connection.
 
   ## Synchronisation without sleeps
 
@@ -74,6 +99,13 @@ defmodule ExMCP.Test.FixtureServer do
       (useful after `:hang` or `:close`; note that a pooling client keeps idle
       keep-alive connections open).
     * `connection_count/1` — how many connections were accepted.
+    * `events/1` and `await_event/3` — what happened to connections, in
+      order, as maps `%{type: atom, conn: id, detail: term, at: ms}` (`at` is
+      `System.monotonic_time(:millisecond)`). Types: `:conn_down` (the
+      connection's process ended, so its socket is closed), `:write_failed`,
+      `:stream_ended`, `:tls_failed`, `:mark`. `await_event/3` blocks until an
+      event for which `predicate` returns true exists, and returns the first
+      such event.
   """
 
   use GenServer
@@ -97,7 +129,15 @@ defmodule ExMCP.Test.FixtureServer do
           | {:close}
           | :hang
           | {:hang}
+          | {:delay, non_neg_integer()}
+          | {:trickle, iodata(), pos_integer(), non_neg_integer()}
+          | {:stream, iodata(), non_neg_integer() | :infinity}
+          | :reset
+          | {:reset}
+          | {:mark, term()}
           | [action()]
+
+  @type event() :: %{type: atom(), conn: pos_integer() | nil, detail: term(), at: integer()}
 
   @type handler() :: (request() -> action()) | [action() | (request() -> action())]
 
@@ -143,7 +183,8 @@ defmodule ExMCP.Test.FixtureServer do
   @doc ~S'The URL of `path` on this server, e.g. `"http://127.0.0.1:54321/register"`.'
   @spec url(GenServer.server(), String.t()) :: String.t()
   def url(server, path \\ "/") do
-    "http://127.0.0.1:#{port(server)}" <> if(String.starts_with?(path, "/"), do: path, else: "/" <> path)
+    {scheme, port} = GenServer.call(server, :base)
+    "#{scheme}://127.0.0.1:#{port}" <> if(String.starts_with?(path, "/"), do: path, else: "/" <> path)
   end
 
   @doc "Every request received so far, in arrival order."
@@ -163,7 +204,22 @@ defmodule ExMCP.Test.FixtureServer do
   @spec await_idle(GenServer.server(), timeout()) :: :ok
   def await_idle(server, timeout \\ 5_000), do: GenServer.call(server, :await_idle, timeout)
 
-  @doc "Stops the server: closes the listener and every open connection."
+  @doc "Every connection event so far, oldest first. See the moduledoc."
+  @spec events(GenServer.server()) :: [event()]
+  def events(server), do: GenServer.call(server, :events)
+
+  @doc """
+  Waits until an event for which `predicate` returns true was recorded;
+  returns the first such event.
+  """
+  @spec await_event(GenServer.server(), (event() -> as_boolean(term())), timeout()) :: event()
+  def await_event(server, predicate, timeout \\ 5_000) when is_function(predicate, 1),
+    do: GenServer.call(server, {:await_event, predicate}, timeout)
+
+  @doc """
+  Stops the server: closes the listener and every open connection. When it
+  returns, the server's processes are gone and their sockets closed.
+  """
   @spec stop(GenServer.server()) :: :ok
   def stop(server), do: GenServer.stop(server, :normal)
 
@@ -177,6 +233,7 @@ defmodule ExMCP.Test.FixtureServer do
   @impl GenServer
   def init({handler, opts}) do
     Process.flag(:trap_exit, true)
+    tls = tls_options(Keyword.get(opts, :tls))
 
     listen_opts = [:binary, active: false, packet: :raw, reuseaddr: true, ip: {127, 0, 0, 1}, backlog: 128]
 
@@ -193,6 +250,9 @@ defmodule ExMCP.Test.FixtureServer do
            acceptor: acceptor,
            handler: handler,
            on_accept: Keyword.get(opts, :on_accept, fn _ -> :serve end),
+           tls: tls,
+           events: [],
+           event_waiters: [],
            requests: [],
            request_count: 0,
            connections: %{},
@@ -208,6 +268,19 @@ defmodule ExMCP.Test.FixtureServer do
 
   @impl GenServer
   def handle_call(:port, _from, state), do: {:reply, state.port, state}
+
+  def handle_call(:base, _from, state),
+    do: {:reply, {if(state.tls, do: "https", else: "http"), state.port}, state}
+
+  def handle_call(:events, _from, state), do: {:reply, Enum.reverse(state.events), state}
+
+  def handle_call({:await_event, predicate}, from, state) do
+    case state.events |> Enum.reverse() |> Enum.find(predicate) do
+      nil -> {:noreply, %{state | event_waiters: [{predicate, from} | state.event_waiters]}}
+      event -> {:reply, event, state}
+    end
+  end
+
   def handle_call(:requests, _from, state), do: {:reply, Enum.reverse(state.requests), state}
   def handle_call(:connection_count, _from, state), do: {:reply, state.connection_count, state}
 
@@ -228,7 +301,8 @@ defmodule ExMCP.Test.FixtureServer do
     id = state.connection_count + 1
     server = self()
     on_accept = state.on_accept
-    pid = spawn_link(fn -> connection_start(server, id, on_accept) end)
+    tls = state.tls
+    pid = spawn_link(fn -> connection_start(server, id, on_accept, tls) end)
 
     state = %{state | connections: Map.put(state.connections, pid, id), connection_count: id}
     {:reply, pid, state}
@@ -243,6 +317,9 @@ defmodule ExMCP.Test.FixtureServer do
   end
 
   @impl GenServer
+  def handle_cast({:event, event}, state), do: {:noreply, add_event(state, event)}
+
+  @impl GenServer
   def handle_info({:EXIT, pid, reason}, state) do
     case Map.pop(state.connections, pid) do
       {nil, _} ->
@@ -251,7 +328,8 @@ defmodule ExMCP.Test.FixtureServer do
 
         {:noreply, state}
 
-      {_id, connections} ->
+      {id, connections} ->
+        state = add_event(state, new_event(:conn_down, id, reason))
         {:noreply, notify_idle_waiters(%{state | connections: connections})}
     end
   end
@@ -261,9 +339,18 @@ defmodule ExMCP.Test.FixtureServer do
   @impl GenServer
   def terminate(_reason, state) do
     :gen_tcp.close(state.listener)
-    Process.exit(state.acceptor, :kill)
-    Enum.each(Map.keys(state.connections), &Process.exit(&1, :kill))
-    :ok
+    # Kill, then wait for the exits (they are linked and we trap them): once
+    # stop/1 returns, every connection's process is gone and its socket closed.
+    pids = [state.acceptor | Map.keys(state.connections)]
+    Enum.each(pids, &Process.exit(&1, :kill))
+
+    Enum.each(pids, fn pid ->
+      receive do
+        {:EXIT, ^pid, _reason} -> :ok
+      after
+        5_000 -> :ok
+      end
+    end)
   end
 
   defp next_action(handler, _request) when is_function(handler, 1), do: {{:apply, handler}, handler}
@@ -291,6 +378,28 @@ defmodule ExMCP.Test.FixtureServer do
 
   defp notify_idle_waiters(state), do: state
 
+  defp new_event(type, conn, detail),
+    do: %{type: type, conn: conn, detail: detail, at: System.monotonic_time(:millisecond)}
+
+  defp add_event(state, event) do
+    {ready, waiting} = Enum.split_with(state.event_waiters, fn {predicate, _} -> predicate.(event) end)
+    Enum.each(ready, fn {_, from} -> GenServer.reply(from, event) end)
+    %{state | events: [event | state.events], event_waiters: waiting}
+  end
+
+  # Called from a connection's process. A cast sent before the process exits
+  # arrives before its exit signal, so it is recorded before `:conn_down`.
+  defp record(conn, type, detail), do: GenServer.cast(conn.server, {:event, new_event(type, conn.id, detail)})
+
+  defp tls_options(nil), do: nil
+
+  defp tls_options(options) when is_list(options) do
+    {:ok, _} = Application.ensure_all_started(:ssl)
+    # The client refusing our certificate is the point of some tests: keep
+    # :ssl from logging every alert.
+    Keyword.merge([mode: :binary, active: false, packet: :raw, log_level: :none], options)
+  end
+
   # -- Acceptor ----------------------------------------------------------------
 
   defp accept_loop(server, listener) do
@@ -311,7 +420,7 @@ defmodule ExMCP.Test.FixtureServer do
 
   # -- Connection --------------------------------------------------------------
 
-  defp connection_start(server, id, on_accept) do
+  defp connection_start(server, id, on_accept, tls) do
     socket =
       receive do
         {:socket, socket} -> socket
@@ -320,7 +429,31 @@ defmodule ExMCP.Test.FixtureServer do
     conn = %{server: server, id: id, socket: socket, transport: :gen_tcp, buffer: <<>>}
     peer = with {:ok, peer} <- :inet.peername(socket), do: peer
 
-    case on_accept.(%{conn: id, peer: peer}) do
+    case handshake(conn, tls) do
+      {:ok, conn} -> connection_serve(conn, peer, on_accept)
+      :stop -> :ok
+    end
+  end
+
+  defp handshake(conn, nil), do: {:ok, conn}
+
+  defp handshake(conn, tls) do
+    # Called through a variable: :ssl is not one of the project's
+    # applications (the server starts it at runtime when `:tls` is given).
+    ssl = :ssl
+
+    case ssl.handshake(conn.socket, tls, 5_000) do
+      {:ok, ssl_socket} ->
+        {:ok, %{conn | socket: ssl_socket, transport: :ssl}}
+
+      {:error, reason} ->
+        record(conn, :tls_failed, reason)
+        close(conn)
+    end
+  end
+
+  defp connection_serve(conn, peer, on_accept) do
+    case on_accept.(%{conn: conn.id, peer: peer}) do
       :serve ->
         serve(conn)
 
@@ -382,18 +515,47 @@ defmodule ExMCP.Test.FixtureServer do
         do: headers ++ [{"connection", "close"}],
         else: headers
 
-    with :ok <- send_bytes(conn, response(status, headers, body)) do
-      if close?, do: close(conn), else: {:continue, conn}
-    else
-      _ -> close(conn)
+    case send_bytes(conn, response(status, headers, body)) do
+      :ok when close? -> close(conn)
+      :ok -> {:continue, conn}
+      error -> write_failed(conn, 0, error)
     end
   end
 
   defp perform({:raw, bytes}, _request, conn) do
     case send_bytes(conn, bytes) do
       :ok -> {:continue, conn}
-      _ -> close(conn)
+      error -> write_failed(conn, 0, error)
     end
+  end
+
+  defp perform({:delay, ms}, _request, conn) when is_integer(ms) and ms >= 0 do
+    # A deliberately slow server: the timer is the point.
+    receive do
+    after
+      ms -> {:continue, conn}
+    end
+  end
+
+  defp perform({:trickle, bytes, chunk_bytes, interval_ms}, _request, conn)
+       when is_integer(chunk_bytes) and chunk_bytes > 0 and is_integer(interval_ms) and interval_ms >= 0 do
+    trickle(conn, IO.iodata_to_binary(bytes), chunk_bytes, interval_ms, 0)
+  end
+
+  defp perform({:stream, bytes, times}, _request, conn)
+       when (is_integer(times) and times >= 0) or times == :infinity do
+    stream(conn, IO.iodata_to_binary(bytes), times, 0)
+  end
+
+  defp perform(reset, _request, conn) when reset in [:reset, {:reset}] do
+    # SO_LINGER {true, 0}: close/1 discards unsent data and sends a RST.
+    _ = options_module(conn).setopts(conn.socket, linger: {true, 0})
+    close(conn)
+  end
+
+  defp perform({:mark, term}, _request, conn) do
+    record(conn, :mark, term)
+    {:continue, conn}
   end
 
   defp perform(close, _request, conn) when close in [:close, {:close}], do: close(conn)
@@ -420,6 +582,48 @@ defmodule ExMCP.Test.FixtureServer do
     :stop
   end
 
+  defp write_failed(conn, sent, error) do
+    record(conn, :write_failed, %{sent: sent, result: error})
+    close(conn)
+  end
+
+  defp trickle(conn, <<>>, _chunk_bytes, _interval_ms, _sent), do: {:continue, conn}
+
+  defp trickle(conn, bytes, chunk_bytes, interval_ms, sent) do
+    size = min(chunk_bytes, byte_size(bytes))
+    <<chunk::binary-size(size), rest::binary>> = bytes
+
+    case send_bytes(conn, chunk) do
+      :ok when rest == <<>> ->
+        {:continue, conn}
+
+      :ok ->
+        receive do
+        after
+          interval_ms -> trickle(conn, rest, chunk_bytes, interval_ms, sent + size)
+        end
+
+      error ->
+        write_failed(conn, sent, error)
+    end
+  end
+
+  defp stream(conn, _bytes, 0, sent) do
+    record(conn, :stream_ended, %{sent: sent, result: :ok})
+    {:continue, conn}
+  end
+
+  defp stream(conn, bytes, times, sent) do
+    case send_bytes(conn, bytes) do
+      :ok ->
+        stream(conn, bytes, if(times == :infinity, do: :infinity, else: times - 1), sent + byte_size(bytes))
+
+      error ->
+        record(conn, :stream_ended, %{sent: sent, result: error})
+        close(conn)
+    end
+  end
+
   # Never answers; returns once the peer closes the connection (the server
   # stopping kills this process).
   defp hang(conn) do
@@ -436,10 +640,10 @@ defmodule ExMCP.Test.FixtureServer do
   end
 
   # `:gen_tcp` sockets take options through `:inet`, `:ssl` sockets through `:ssl`.
-  defp set_active(conn, mode) do
-    options_module = if conn.transport == :ssl, do: :ssl, else: :inet
-    options_module.setopts(conn.socket, active: mode)
-  end
+  defp set_active(conn, mode), do: options_module(conn).setopts(conn.socket, active: mode)
+
+  defp options_module(%{transport: :ssl}), do: :ssl
+  defp options_module(_conn), do: :inet
 
   defp send_bytes(conn, bytes), do: conn.transport.send(conn.socket, bytes)
 
