@@ -72,7 +72,11 @@ defmodule ExMCP.Authorization.Native do
 
   @doc """
   Starts a call with `start` (a fun taking the reply reference) and waits at
-  most `timeout` ms for its reply, `{ref, etf_binary}`. After the wait gives up the call is
+  most `timeout` ms for its reply, `{ref, etf_binary}`.
+
+  The `pending` resource must stay referenced until the reply is in: once it
+  is garbage (the caller died, or dropped it), the call is aborted. The
+  `after` clause below uses it, which keeps it alive while waiting. After the wait gives up the call is
   cancelled, and no late reply can reach the caller's mailbox.
   """
   def call(start, timeout) do

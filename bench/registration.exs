@@ -1,0 +1,626 @@
+# The registration benchmark: `bin/bench` (or `mix run bench/registration.exs`).
+#
+# Four runners register clients against the same embedded registration server,
+# which runs in its own OS process (native/bench, `registration_server`):
+#
+#   wrk       Debian's wrk posting the same JSON: the server-bound limit.
+#   rust      a pure-Rust load loop over the NIF's own client code path.
+#   nif       this library, called from Elixir processes.
+#   httpc     OTP's :httpc the way ExMCP 0.10 sent it, with a templated body
+#             and minimal answer parsing (favours the baseline).
+#
+# Flags: --quick (a few seconds, for the smoke test), --runs N, --requests N,
+# --output FILE (default bench/RESULTS.md; --quick writes nothing unless given).
+
+defmodule Bench do
+  alias ExMCP.Authorization.{ClientRegistration, Native}
+
+  @root Path.expand("..", __DIR__)
+  @server_bin Path.join(@root, "target/release/registration_server")
+  @load_bin Path.join(@root, "target/release/registration_load")
+
+  def main(argv) do
+    {opts, _} =
+      OptionParser.parse!(argv, strict: [quick: :boolean, runs: :integer, requests: :integer, output: :string])
+
+    quick? = Keyword.get(opts, :quick, false)
+
+    config =
+      if quick? do
+        %{
+          levels: [1, 16],
+          requests: 200,
+          runs: 1,
+          warmup: 100,
+          wrk_seconds: 1,
+          in_flight: 100,
+          memory_total: 1_000
+        }
+      else
+        %{
+          levels: [1, 16, 256],
+          requests: 5_000,
+          runs: 5,
+          warmup: 2_000,
+          wrk_seconds: 3,
+          in_flight: 1_000,
+          memory_total: 10_000
+        }
+      end
+      |> Map.merge(Map.new(Keyword.take(opts, [:runs, :requests])))
+
+    build_helpers!()
+    :inets.start()
+    wrk = System.find_executable("wrk")
+
+    log("machine: #{machine()[:cpu]}, #{System.schedulers_online()} schedulers")
+    log("runners: wrk#{if wrk, do: "", else: " (not installed: skipped)"}, rust, nif, httpc")
+
+    throughput =
+      for level <- config.levels, runner <- [:wrk, :rust, :nif, :httpc], runner != :wrk or wrk do
+        runs =
+          for run <- 1..config.runs do
+            with_server(fn endpoint ->
+              if run == 1, do: warm_up(runner, endpoint, level, config)
+              measure(runner, endpoint, level, config, wrk)
+            end)
+          end
+
+        summary = summarize(runs)
+        log("#{runner} c=#{level}: #{format_rate(summary)}")
+        {{runner, level}, summary}
+      end
+      |> Map.new()
+
+    scheduler = with_server(&scheduler_time(&1, config))
+    log("NIF call on the scheduler: #{inspect(scheduler)}")
+    ticker = %{idle: ticker_lateness(fn -> :ok end)}
+    ticker = Map.put(ticker, :nif, with_server(&ticker_under_load(:nif, &1, config)))
+    ticker = Map.put(ticker, :httpc, with_server(&ticker_under_load(:httpc, &1, config)))
+    log("ticker lateness: #{inspect(ticker)}")
+    memory = with_server(&memory_profile(&1, config))
+    log("memory: #{inspect(memory)}")
+
+    report = report(throughput, scheduler, ticker, memory, config, quick?)
+    IO.puts("\n" <> report)
+
+    case Keyword.get(opts, :output, if(quick?, do: nil, else: Path.join(@root, "bench/RESULTS.md"))) do
+      nil -> :ok
+      path -> File.write!(path, report) && log("wrote #{path}")
+    end
+  end
+
+  # -- The server, in its own OS process ------------------------------------------
+
+  defp build_helpers! do
+    {out, status} =
+      System.cmd("cargo", ["build", "--release", "--locked", "-p", "mcp_registration_bench"],
+        cd: @root,
+        stderr_to_stdout: true
+      )
+
+    status == 0 || raise "building the benchmark helpers failed:\n#{out}"
+  end
+
+  # A fresh server for every measurement, so the store size is the same for all.
+  defp with_server(fun) do
+    port =
+      Port.open({:spawn_executable, @server_bin}, [
+        :binary,
+        :exit_status,
+        {:line, 1024},
+        args: ["--port", "0"]
+      ])
+
+    endpoint =
+      receive do
+        {^port, {:data, {:eol, "LISTENING " <> endpoint}}} -> endpoint
+        {^port, {:exit_status, status}} -> raise "registration_server exited with #{status}"
+      after
+        10_000 -> raise "registration_server did not start"
+      end
+
+    try do
+      fun.(endpoint)
+    after
+      # Closing stdin stops it.
+      Port.close(port)
+    end
+  end
+
+  # -- Runners --------------------------------------------------------------------
+
+  defp warm_up(:wrk, _endpoint, _level, _config), do: :ok
+
+  defp warm_up(runner, endpoint, level, config),
+    do: measure(runner, endpoint, level, %{config | requests: config.warmup}, nil)
+
+  defp measure(:wrk, endpoint, level, config, wrk) do
+    args = [
+      "-t#{min(level, 2)}",
+      "-c#{level}",
+      "-d#{config.wrk_seconds}s",
+      "--latency",
+      "-s",
+      Path.join(@root, "bench/wrk_register.lua"),
+      endpoint
+    ]
+
+    {out, 0} = System.cmd(wrk, args, stderr_to_stdout: true)
+
+    [_, rps] = Regex.run(~r/Requests\/sec:\s+([\d.]+)/, out)
+    [_, max] = Regex.run(~r/Latency\s+\S+\s+\S+\s+(\S+)/, out)
+    [_, p50] = Regex.run(~r/50%\s+(\S+)/, out)
+    [_, p99] = Regex.run(~r/99%\s+(\S+)/, out)
+
+    errors =
+      case Regex.run(~r/Non-2xx or 3xx responses:\s+(\d+)/, out),
+        do:
+          (
+            nil -> 0
+            [_, n] -> String.to_integer(n)
+          )
+
+    %{
+      rps: String.to_float(rps),
+      p50_us: wrk_us(p50),
+      p99_us: wrk_us(p99),
+      max_us: wrk_us(max),
+      cpu_us: nil,
+      errors: errors
+    }
+  end
+
+  defp measure(:rust, endpoint, level, config, _wrk) do
+    args = ["--endpoint", endpoint, "--concurrency", "#{level}", "--requests", "#{config.requests}"]
+    {out, 0} = System.cmd(@load_bin, args)
+    {:ok, r} = Native.json_decode(out)
+
+    %{
+      rps: r["rps"],
+      p50_us: r["p50_us"],
+      p99_us: r["p99_us"],
+      max_us: r["max_us"],
+      cpu_us: r["cpu_us_per_registration"],
+      errors: r["errors"]
+    }
+  end
+
+  defp measure(runner, endpoint, level, config, _wrk) when runner in [:nif, :httpc] do
+    register = registrar(runner, endpoint, level)
+    counter = :counters.new(1, [:atomics])
+    parent = self()
+    cpu_before = os_cpu_us()
+    started = System.monotonic_time(:microsecond)
+
+    workers =
+      for _ <- 1..level do
+        spawn_link(fn -> send(parent, {self(), worker(register, counter, config.requests, [], 0)}) end)
+      end
+
+    results = for pid <- workers, do: receive(do: ({^pid, result} -> result))
+    elapsed = System.monotonic_time(:microsecond) - started
+    cpu = os_cpu_us() - cpu_before
+    latencies = results |> Enum.flat_map(&elem(&1, 0)) |> Enum.sort()
+    errors = results |> Enum.map(&elem(&1, 1)) |> Enum.sum()
+    count = length(latencies)
+
+    %{
+      rps: count / (elapsed / 1_000_000),
+      p50_us: percentile(latencies, 0.50),
+      p99_us: percentile(latencies, 0.99),
+      max_us: List.last(latencies) || 0,
+      cpu_us: if(count > 0, do: cpu / count, else: 0.0),
+      errors: errors
+    }
+  end
+
+  defp worker(register, counter, total, latencies, errors) do
+    if :counters.get(counter, 1) >= total do
+      {latencies, errors}
+    else
+      :counters.add(counter, 1, 1)
+      began = System.monotonic_time(:microsecond)
+
+      case register.() do
+        :ok ->
+          worker(register, counter, total, [System.monotonic_time(:microsecond) - began | latencies], errors)
+
+        :error ->
+          worker(register, counter, total, latencies, errors + 1)
+      end
+    end
+  end
+
+  defp registrar(:nif, endpoint, _level) do
+    request = %{
+      registration_endpoint: endpoint,
+      client_name: "Benchmark Client",
+      redirect_uris: ["http://127.0.0.1:8080/callback"],
+      scope: "mcp:read mcp:write"
+    }
+
+    fn ->
+      case ClientRegistration.register_client(request) do
+        {:ok, %{client_id: _}} -> :ok
+        _ -> :error
+      end
+    end
+  end
+
+  # ExMCP 0.10 posted with :httpc. The body comes from a template (no JSON
+  # library is available) and the answer is only checked for a client_id:
+  # both favour the baseline.
+  defp registrar(:httpc, endpoint, level) do
+    profile = :"bench_#{level}"
+    :inets.start(:httpc, profile: profile)
+
+    :ok =
+      :httpc.set_options(
+        [max_sessions: max(level, 2), max_keep_alive_length: 1_000, keep_alive_timeout: 60_000],
+        profile
+      )
+
+    url = String.to_charlist(endpoint)
+
+    body =
+      ~s({"client_name":"Benchmark Client","redirect_uris":["http://127.0.0.1:8080/callback"],) <>
+        ~s("scope":"mcp:read mcp:write","grant_types":["authorization_code"],"response_types":["code"],) <>
+        ~s("token_endpoint_auth_method":"none","application_type":"native"})
+
+    fn ->
+      request = {url, [{~c"accept", ~c"application/json"}], ~c"application/json", body}
+
+      case :httpc.request(:post, request, [timeout: 15_000], [body_format: :binary], profile) do
+        {:ok, {{_, status, _}, _headers, answer}} when status in [200, 201] ->
+          if :binary.match(answer, ~s("client_id")) != :nomatch, do: :ok, else: :error
+
+        _ ->
+          :error
+      end
+    end
+  end
+
+  # -- Scheduler impact ------------------------------------------------------------
+
+  # Time spent inside the NIF call itself (argument checks, spawn, resource),
+  # with many calls in flight, and the time to decode a reply.
+  defp scheduler_time(endpoint, config) do
+    request = %{
+      registration_endpoint: endpoint,
+      client_name: "Bench",
+      redirect_uris: ["http://127.0.0.1:8080/cb"]
+    }
+
+    options = %{timeout: 15_000, connect_timeout: 5_000, max_response_bytes: 1_048_576, headers: []}
+    samples = config.memory_total
+    batch = min(256, samples)
+
+    {call_ns, decode_ns} =
+      Enum.reduce(1..div(samples, batch), {[], []}, fn _, {calls, decodes} ->
+        refs =
+          for _ <- 1..batch do
+            ref = make_ref()
+            t0 = System.monotonic_time(:nanosecond)
+            {:ok, pending} = Native.register(request, options, ref)
+            {ref, pending, System.monotonic_time(:nanosecond) - t0}
+          end
+
+        Enum.reduce(refs, {calls, decodes}, fn {ref, pending, ns}, {calls, decodes} ->
+          # `pending` must stay referenced while waiting, as in Native.call/2:
+          # once it is garbage, the call is cancelled.
+          receive do
+            {^ref, reply} ->
+              t0 = System.monotonic_time(:nanosecond)
+              {:ok, _} = :erlang.binary_to_term(reply, [:safe])
+              {[ns | calls], [System.monotonic_time(:nanosecond) - t0 | decodes]}
+          after
+            60_000 -> raise "no reply (#{Native.cancel(pending)})"
+          end
+        end)
+      end)
+
+    %{nif_call: stats_ns(call_ns), reply_decode: stats_ns(decode_ns)}
+  end
+
+  defp stats_ns(samples) do
+    sorted = Enum.sort(samples)
+    us = fn ns -> Float.round(ns / 1000, 1) end
+
+    %{
+      p50_us: us.(percentile(sorted, 0.5)),
+      p99_us: us.(percentile(sorted, 0.99)),
+      max_us: us.(List.last(sorted))
+    }
+  end
+
+  # A process asks for a 1 ms timer again and again; lateness is how much
+  # later than 1 ms it wakes up, while `load` keeps registrations in flight.
+  defp ticker_lateness(load) do
+    parent = self()
+
+    ticker =
+      spawn_link(fn ->
+        send(parent, {:lateness, tick(System.monotonic_time(:microsecond) + 1_500_000, [])})
+      end)
+
+    load.()
+    receive(do: ({:lateness, samples} -> stats_us(samples, ticker)))
+  end
+
+  defp tick(until, samples) do
+    t0 = System.monotonic_time(:microsecond)
+
+    if t0 > until do
+      samples
+    else
+      receive after: (1 -> :ok)
+      tick(until, [System.monotonic_time(:microsecond) - t0 - 1_000 | samples])
+    end
+  end
+
+  defp stats_us(samples, _ticker) do
+    sorted = Enum.sort(samples)
+    %{p50_us: percentile(sorted, 0.5), p99_us: percentile(sorted, 0.99), max_us: List.last(sorted)}
+  end
+
+  defp ticker_under_load(runner, endpoint, config) do
+    register = registrar(runner, endpoint, config.in_flight)
+
+    ticker_lateness(fn ->
+      # Keep `in_flight` registrations going for as long as the ticker runs.
+      deadline = System.monotonic_time(:millisecond) + 1_400
+
+      loop = fn loop ->
+        if System.monotonic_time(:millisecond) < deadline,
+          do:
+            (
+              register.()
+              loop.(loop)
+            )
+      end
+
+      tasks = for _ <- 1..config.in_flight, do: Task.async(fn -> loop.(loop) end)
+      Task.await_many(tasks, 60_000)
+    end)
+  end
+
+  # -- Memory -----------------------------------------------------------------------
+
+  defp memory_profile(endpoint, config) do
+    register = registrar(:nif, endpoint, config.in_flight)
+    # Warm up pools, the runtime and the allocators first.
+    Task.await_many(for(_ <- 1..config.in_flight, do: Task.async(register)), 60_000)
+    gc()
+    baseline = memory_now()
+
+    peak =
+      sample_peak(fn -> Task.await_many(for(_ <- 1..config.in_flight, do: Task.async(register)), 60_000) end)
+
+    rounds = div(config.memory_total, config.in_flight)
+
+    for _ <- 1..rounds do
+      Task.await_many(for(_ <- 1..config.in_flight, do: Task.async(register)), 60_000)
+    end
+
+    gc()
+    after_run = memory_now()
+
+    %{
+      baseline: baseline,
+      peak_in_flight: peak,
+      after_registrations: after_run,
+      registrations: rounds * config.in_flight,
+      growth_beam_mb: Float.round((after_run.beam - baseline.beam) / 1_048_576, 2),
+      growth_rss_mb: Float.round((after_run.rss - baseline.rss) / 1_048_576, 2)
+    }
+  end
+
+  defp gc do
+    for pid <- Process.list(), do: :erlang.garbage_collect(pid)
+    :ok
+  end
+
+  defp memory_now, do: %{beam: :erlang.memory(:total), rss: rss_bytes()}
+
+  defp sample_peak(fun) do
+    parent = self()
+    sampler = spawn_link(fn -> sample_loop(parent, memory_now()) end)
+    fun.()
+    send(sampler, :stop)
+    receive(do: ({:peak, peak} -> peak))
+  end
+
+  defp sample_loop(parent, peak) do
+    receive do
+      :stop -> send(parent, {:peak, peak})
+    after
+      5 ->
+        now = memory_now()
+        sample_loop(parent, %{beam: max(peak.beam, now.beam), rss: max(peak.rss, now.rss)})
+    end
+  end
+
+  defp rss_bytes do
+    "/proc/self/status"
+    |> File.read!()
+    |> then(&Regex.run(~r/VmRSS:\s+(\d+) kB/, &1))
+    |> then(fn [_, kb] -> String.to_integer(kb) * 1024 end)
+  end
+
+  # User + system CPU of this OS process (BEAM and tokio threads), in µs.
+  defp os_cpu_us do
+    [_, rest] = String.split(File.read!("/proc/self/stat"), ") ", parts: 2)
+    fields = String.split(rest)
+    ticks = String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
+    ticks * 10_000
+  end
+
+  # -- Reporting ----------------------------------------------------------------------
+
+  defp summarize(runs) do
+    rates = Enum.map(runs, & &1.rps) |> Enum.sort()
+
+    %{
+      rps: median(rates),
+      rps_min: List.first(rates),
+      rps_max: List.last(rates),
+      p50_us: median(Enum.map(runs, & &1.p50_us)),
+      p99_us: median(Enum.map(runs, & &1.p99_us)),
+      max_us: Enum.max(Enum.map(runs, & &1.max_us)),
+      cpu_us:
+        runs
+        |> Enum.map(& &1.cpu_us)
+        |> Enum.reject(&is_nil/1)
+        |> then(&if(&1 == [], do: nil, else: median(&1))),
+      errors: Enum.sum(Enum.map(runs, & &1.errors))
+    }
+  end
+
+  defp report(throughput, scheduler, ticker, memory, config, quick?) do
+    m = machine()
+    top = Enum.max(config.levels)
+
+    rows =
+      for level <- config.levels, runner <- [:wrk, :rust, :nif, :httpc], s = throughput[{runner, level}] do
+        "| #{runner} | #{level} | #{round(s.rps)} | #{round(s.rps_min)}–#{round(s.rps_max)} | #{ms(s.p50_us)} | #{ms(s.p99_us)} | #{ms(s.max_us)} | #{if s.cpu_us, do: round(s.cpu_us), else: "n/a"} | #{s.errors} |"
+      end
+
+    ratio = fn a, b -> ratio(throughput, a, b, top) end
+
+    ratios =
+      for level <- config.levels do
+        r = fn a, b -> ratio(throughput, a, b, level) || "n/a" end
+        "| #{level} | #{r.(:nif, :httpc)} | #{r.(:nif, :rust)} | #{r.(:nif, :wrk)} |"
+      end
+
+    growth = max(memory.growth_beam_mb, memory.growth_rss_mb)
+
+    targets = [
+      {"NIF ≥ 3× :httpc registrations/s at #{top} concurrent", ratio.(:nif, :httpc), &(&1 >= 3.0), "×"},
+      {"NIF ≥ 90% of the pure-Rust loop at #{top}", ratio.(:nif, :rust), &(&1 >= 0.9), "×"},
+      {"NIF call on the scheduler p99 ≤ 20 µs", scheduler.nif_call.p99_us, &(&1 <= 20), " µs"},
+      {"ticker lateness p99 ≤ 2 ms with #{config.in_flight} in flight (NIF)", ticker.nif.p99_us / 1000,
+       &(&1 <= 2.0), " ms"},
+      {"memory growth after #{memory.registrations} registrations ≤ 20 MB", growth, &(&1 <= 20), " MB"}
+    ]
+
+    target_rows =
+      for {name, value, ok?, unit} <- targets do
+        status =
+          cond do
+            is_nil(value) -> "not measured"
+            ok?.(value) -> "**met**"
+            true -> "**missed**"
+          end
+
+        "| #{name} | #{value}#{unit} | #{status} |"
+      end
+
+    """
+    # Registration benchmark results
+
+    #{if quick?, do: "_Smoke run (--quick): tiny counts, figures are not meaningful._\n", else: ""}
+    - Date: #{Date.utc_today()} · command: `bin/bench` (`mix run bench/registration.exs`)
+    - Machine: #{m.cpu}, #{m.cores} cores, #{m.memory}; #{m.os}
+    - Erlang/OTP #{System.otp_release()} (#{System.schedulers_online()} schedulers), Elixir #{System.version()}, #{m.rustc}
+    - Each runner registers against a fresh embedded server in its own OS process
+      (`target/release/registration_server`, 2 tokio workers), all on loopback and on the same #{m.cores} cores.
+    - #{config.runs} runs per cell after a warm-up of #{config.warmup}; #{config.requests} registrations per run
+      (wrk: #{config.wrk_seconds} s per run). Figures are medians; the spread is min–max of the runs' rates.
+    - `:httpc` posts a templated JSON body and only looks for `"client_id"` in the answer, with
+      `max_sessions` raised to the concurrency: this favours the baseline. CPU is this OS process's
+      user + system time per registration (BEAM and tokio threads), server excluded.
+
+    ## Throughput and latency
+
+    | runner | concurrency | registrations/s | spread | p50 ms | p99 ms | max ms | CPU µs/reg | errors |
+    |---|---|---|---|---|---|---|---|---|
+    #{Enum.join(rows, "\n")}
+
+    ## Ratios
+
+    | concurrency | NIF / :httpc | NIF / pure Rust | NIF / wrk |
+    |---|---|---|---|
+    #{Enum.join(ratios, "\n")}
+
+    ## Scheduler and memory
+
+    - NIF call on the scheduler (#{config.memory_total} calls, up to 256 in flight): p50 #{scheduler.nif_call.p50_us} µs, p99 #{scheduler.nif_call.p99_us} µs, max #{scheduler.nif_call.max_us} µs.
+      Decoding a reply (`binary_to_term`, a yielding BIF): p50 #{scheduler.reply_decode.p50_us} µs, p99 #{scheduler.reply_decode.p99_us} µs.
+    - Lateness of a process ticking every 1 ms: idle p99 #{ms(ticker.idle.p99_us)} ms; with #{config.in_flight} registrations in flight,
+      NIF p50 #{ms(ticker.nif.p50_us)} / p99 #{ms(ticker.nif.p99_us)} / max #{ms(ticker.nif.max_us)} ms,
+      :httpc p50 #{ms(ticker.httpc.p50_us)} / p99 #{ms(ticker.httpc.p99_us)} / max #{ms(ticker.httpc.max_us)} ms.
+    - Memory (BEAM total / OS RSS): baseline #{mb(memory.baseline.beam)} / #{mb(memory.baseline.rss)} MB;
+      peak with #{config.in_flight} in flight #{mb(memory.peak_in_flight.beam)} / #{mb(memory.peak_in_flight.rss)} MB;
+      after #{memory.registrations} more registrations and a GC #{mb(memory.after_registrations.beam)} / #{mb(memory.after_registrations.rss)} MB
+      (growth #{memory.growth_beam_mb} / #{memory.growth_rss_mb} MB).
+
+    ## Targets
+
+    | target | measured | status |
+    |---|---|---|
+    #{Enum.join(target_rows, "\n")}
+    """
+  end
+
+  defp ratio(throughput, a, b, level) do
+    case {throughput[{a, level}], throughput[{b, level}]} do
+      {%{rps: x}, %{rps: y}} when y > 0 -> Float.round(x / y, 2)
+      _ -> nil
+    end
+  end
+
+  defp machine do
+    cpu =
+      case File.read("/proc/cpuinfo") do
+        {:ok, info} -> (Regex.run(~r/model name\s*:\s*(.+)/, info) || [nil, "unknown CPU"]) |> List.last()
+        _ -> "unknown CPU"
+      end
+
+    memory =
+      case File.read("/proc/meminfo") do
+        {:ok, info} ->
+          (Regex.run(~r/MemTotal:\s+(\d+)/, info)
+           |> List.last()
+           |> String.to_integer()
+           |> div(1_048_576)
+           |> to_string()) <> " GiB"
+
+        _ ->
+          "unknown memory"
+      end
+
+    os =
+      case File.read("/etc/os-release"),
+        do:
+          (
+            {:ok, t} -> (Regex.run(~r/PRETTY_NAME="(.+)"/, t) || [nil, "Linux"]) |> List.last()
+            _ -> "Linux"
+          )
+
+    {rustc, _} = System.cmd("rustc", ["--version"])
+    %{cpu: cpu, cores: System.schedulers_online(), memory: memory, os: os, rustc: String.trim(rustc)}
+  end
+
+  defp percentile([], _q), do: 0
+  defp percentile(sorted, q), do: Enum.at(sorted, min(round((length(sorted) - 1) * q), length(sorted) - 1))
+
+  defp median(values), do: values |> Enum.sort() |> percentile(0.5)
+  defp ms(us) when is_number(us), do: Float.round(us / 1000, 2)
+  defp mb(bytes), do: Float.round(bytes / 1_048_576, 1)
+
+  defp wrk_us(text) do
+    [_, number, unit] = Regex.run(~r/([\d.]+)(us|ms|s)/, text)
+    value = String.to_float(if String.contains?(number, "."), do: number, else: number <> ".0")
+    round(value * %{"us" => 1, "ms" => 1_000, "s" => 1_000_000}[unit])
+  end
+
+  defp format_rate(s),
+    do:
+      "#{round(s.rps)}/s (#{round(s.rps_min)}–#{round(s.rps_max)}), p99 #{ms(s.p99_us)} ms, errors #{s.errors}"
+
+  defp log(message), do: IO.puts(:stderr, "[bench] " <> message)
+end
+
+Bench.main(System.argv())

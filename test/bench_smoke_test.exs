@@ -1,0 +1,40 @@
+defmodule ExMCP.Authorization.BenchSmokeTest do
+  # The benchmark is not part of the suite, but its --quick mode is, so that
+  # it cannot rot: every runner, section and target line must be produced.
+  use ExUnit.Case, async: false
+
+  @moduletag :bench_smoke
+  @moduletag timeout: 300_000
+
+  @root Path.expand("..", __DIR__)
+
+  @tag :tmp_dir
+  test "bench/registration.exs --quick runs every part and writes a report", %{tmp_dir: dir} do
+    output = Path.join(dir, "RESULTS.md")
+
+    {log, status} =
+      System.cmd("mix", ["run", "bench/registration.exs", "--quick", "--output", output],
+        cd: @root,
+        stderr_to_stdout: true
+      )
+
+    assert status == 0, log
+    report = File.read!(output)
+
+    for runner <- ["wrk", "rust", "nif", "httpc"], level <- [1, 16] do
+      assert report =~ ~r/^\| #{runner} \| #{level} \| \d+ \|/m, "no #{runner} row at #{level}:\n#{report}"
+    end
+
+    for section <- [
+          "## Ratios",
+          "NIF call on the scheduler",
+          "ticking every 1 ms",
+          "Memory (BEAM total / OS RSS)"
+        ] do
+      assert report =~ section
+    end
+
+    assert length(Regex.scan(~r/\*\*(met|missed)\*\*/, report)) == 5
+    refute report =~ ~r/\| [1-9]\d* \|$/m, "a runner reported errors:\n#{report}"
+  end
+end
