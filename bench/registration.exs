@@ -9,7 +9,8 @@
 #   httpc     OTP's :httpc the way ExMCP 0.10 sent it, with a templated body
 #             and minimal answer parsing (favours the baseline).
 #
-# Flags: --quick (a few seconds, for the smoke test), --runs N, --requests N,
+# Flags: --quick (a few seconds, for the smoke test), --runs N, --seconds S (per run),
+# --runners wrk,rust,nif,httpc, --levels 1,16,256,
 # --output FILE (default bench/RESULTS.md; --quick writes nothing unless given).
 
 defmodule Bench do
@@ -21,7 +22,16 @@ defmodule Bench do
 
   def main(argv) do
     {opts, _} =
-      OptionParser.parse!(argv, strict: [quick: :boolean, runs: :integer, requests: :integer, output: :string])
+      OptionParser.parse!(argv,
+        strict: [
+          quick: :boolean,
+          runs: :integer,
+          seconds: :float,
+          output: :string,
+          runners: :string,
+          levels: :string
+        ]
+      )
 
     quick? = Keyword.get(opts, :quick, false)
 
@@ -29,25 +39,25 @@ defmodule Bench do
       if quick? do
         %{
           levels: [1, 16],
-          requests: 200,
+          seconds: 0.5,
           runs: 1,
-          warmup: 100,
-          wrk_seconds: 1,
+          warmup: 0.2,
           in_flight: 100,
           memory_total: 1_000
         }
       else
         %{
           levels: [1, 16, 256],
-          requests: 5_000,
+          seconds: 3.0,
           runs: 5,
-          warmup: 2_000,
-          wrk_seconds: 3,
+          warmup: 1.0,
           in_flight: 1_000,
           memory_total: 10_000
         }
       end
-      |> Map.merge(Map.new(Keyword.take(opts, [:runs, :requests])))
+      |> Map.merge(Map.new(Keyword.take(opts, [:runs, :seconds])))
+      |> Map.put(:runners, list_flag(opts[:runners], [:wrk, :rust, :nif, :httpc], &String.to_existing_atom/1))
+      |> then(&Map.put(&1, :levels, list_flag(opts[:levels], &1.levels, fn l -> String.to_integer(l) end)))
 
     build_helpers!()
     :inets.start()
@@ -57,7 +67,7 @@ defmodule Bench do
     log("runners: wrk#{if wrk, do: "", else: " (not installed: skipped)"}, rust, nif, httpc")
 
     throughput =
-      for level <- config.levels, runner <- [:wrk, :rust, :nif, :httpc], runner != :wrk or wrk do
+      for level <- config.levels, runner <- config.runners, runner != :wrk or wrk do
         runs =
           for run <- 1..config.runs do
             with_server(fn endpoint ->
@@ -133,13 +143,13 @@ defmodule Bench do
   defp warm_up(:wrk, _endpoint, _level, _config), do: :ok
 
   defp warm_up(runner, endpoint, level, config),
-    do: measure(runner, endpoint, level, %{config | requests: config.warmup}, nil)
+    do: measure(runner, endpoint, level, %{config | seconds: config.warmup}, nil)
 
   defp measure(:wrk, endpoint, level, config, wrk) do
     args = [
       "-t#{min(level, 2)}",
       "-c#{level}",
-      "-d#{config.wrk_seconds}s",
+      "-d#{round(config.seconds)}s",
       "--latency",
       "-s",
       Path.join(@root, "bench/wrk_register.lua"),
@@ -172,7 +182,7 @@ defmodule Bench do
   end
 
   defp measure(:rust, endpoint, level, config, _wrk) do
-    args = ["--endpoint", endpoint, "--concurrency", "#{level}", "--requests", "#{config.requests}"]
+    args = ["--endpoint", endpoint, "--concurrency", "#{level}", "--seconds", "#{config.seconds}"]
     {out, 0} = System.cmd(@load_bin, args)
     {:ok, r} = Native.json_decode(out)
 
@@ -188,14 +198,14 @@ defmodule Bench do
 
   defp measure(runner, endpoint, level, config, _wrk) when runner in [:nif, :httpc] do
     register = registrar(runner, endpoint, level)
-    counter = :counters.new(1, [:atomics])
     parent = self()
     cpu_before = os_cpu_us()
     started = System.monotonic_time(:microsecond)
+    deadline = started + round(config.seconds * 1_000_000)
 
     workers =
       for _ <- 1..level do
-        spawn_link(fn -> send(parent, {self(), worker(register, counter, config.requests, [], 0)}) end)
+        spawn_link(fn -> send(parent, {self(), worker(register, deadline, [], 0)}) end)
       end
 
     results = for pid <- workers, do: receive(do: ({^pid, result} -> result))
@@ -215,19 +225,16 @@ defmodule Bench do
     }
   end
 
-  defp worker(register, counter, total, latencies, errors) do
-    if :counters.get(counter, 1) >= total do
+  # Registers until the deadline; returns latencies (µs) and the error count.
+  defp worker(register, deadline, latencies, errors) do
+    began = System.monotonic_time(:microsecond)
+
+    if began >= deadline do
       {latencies, errors}
     else
-      :counters.add(counter, 1, 1)
-      began = System.monotonic_time(:microsecond)
-
       case register.() do
-        :ok ->
-          worker(register, counter, total, [System.monotonic_time(:microsecond) - began | latencies], errors)
-
-        :error ->
-          worker(register, counter, total, latencies, errors + 1)
+        :ok -> worker(register, deadline, [System.monotonic_time(:microsecond) - began | latencies], errors)
+        :error -> worker(register, deadline, latencies, errors + 1)
       end
     end
   end
@@ -526,8 +533,8 @@ defmodule Bench do
     - Erlang/OTP #{System.otp_release()} (#{System.schedulers_online()} schedulers), Elixir #{System.version()}, #{m.rustc}
     - Each runner registers against a fresh embedded server in its own OS process
       (`target/release/registration_server`, 2 tokio workers), all on loopback and on the same #{m.cores} cores.
-    - #{config.runs} runs per cell after a warm-up of #{config.warmup}; #{config.requests} registrations per run
-      (wrk: #{config.wrk_seconds} s per run). Figures are medians; the spread is min–max of the runs' rates.
+    - #{config.runs} runs of #{config.seconds} s per cell after a #{config.warmup} s warm-up (wrk: no warm-up,
+      whole seconds). Figures are medians; the spread is min–max of the runs' rates.
     - `:httpc` posts a templated JSON body and only looks for `"client_id"` in the answer, with
       `max_sessions` raised to the concurrency: this favours the baseline. CPU is this OS process's
       user + system time per registration (BEAM and tokio threads), server excluded.
@@ -563,6 +570,9 @@ defmodule Bench do
     #{Enum.join(target_rows, "\n")}
     """
   end
+
+  defp list_flag(nil, default, _parse), do: default
+  defp list_flag(text, _default, parse), do: text |> String.split(",", trim: true) |> Enum.map(parse)
 
   defp ratio(throughput, a, b, level) do
     case {throughput[{a, level}], throughput[{b, level}]} do

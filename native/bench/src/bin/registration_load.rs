@@ -1,7 +1,7 @@
 //! A pure-Rust load loop over the same client code path as the NIF
 //! (`mcp_registration::Call`), with no BEAM: the limit of our stack.
 //!
-//!     registration_load --endpoint URL --concurrency N --requests M [--workers 2]
+//!     registration_load --endpoint URL --concurrency N --seconds S [--workers 2]
 //!
 //! Prints one JSON line: count, errors, seconds, rps, p50/p99/max latency in
 //! microseconds and the CPU time this process used per registration.
@@ -30,8 +30,7 @@ fn main() {
     let endpoint = flag(&args, "--endpoint").expect("--endpoint URL");
     let concurrency: usize =
         flag(&args, "--concurrency").map_or(16, |v| v.parse().expect("--concurrency N"));
-    let requests: usize =
-        flag(&args, "--requests").map_or(10_000, |v| v.parse().expect("--requests N"));
+    let seconds: f64 = flag(&args, "--seconds").map_or(3.0, |v| v.parse().expect("--seconds S"));
     let workers: usize = flag(&args, "--workers").map_or(2, |v| v.parse().expect("--workers N"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -40,18 +39,17 @@ fn main() {
         .expect("tokio runtime");
 
     let template = Arc::new(request(&endpoint));
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cpu_before = cpu_time();
     let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
     let results: Vec<(Vec<Duration>, usize)> = runtime.block_on(async {
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
                 let template = Arc::clone(&template);
-                let next = Arc::clone(&next);
                 tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     let mut errors = 0;
-                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                    while Instant::now() < deadline {
                         let began = Instant::now();
                         let call = Call::register((*template).clone(), Options::default())
                             .expect("valid request");
