@@ -1,5 +1,10 @@
 //! Shared bits of the benchmark binaries.
 
+/// The same allocator as the NIF (see `ex_mcp_nif`), so that the pure-Rust
+/// loop and the standalone server run exactly what the library runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 /// Reads `--name value` flags; panics with a usage line on anything else.

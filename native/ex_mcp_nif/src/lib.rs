@@ -9,4 +9,12 @@ mod pending;
 mod runtime;
 mod server;
 
+/// Rust's own allocations (request and answer documents, buffers, tokio
+/// and hyper state) come from mimalloc: with the BEAM's schedulers and the
+/// tokio workers allocating at once, glibc malloc's locks and consolidation
+/// were the largest single cost in a profile of the NIF under load. The BEAM
+/// keeps its own allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 rustler::init!("Elixir.ExMCP.Authorization.Native", load = runtime::load);
