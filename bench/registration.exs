@@ -574,6 +574,8 @@ defmodule Bench do
 
     ## Targets
 
+    What was profiled and tried for the missed targets: `bench/PROFILING.md`.
+
     | target | measured | status |
     |---|---|---|
     #{Enum.join(target_rows, "\n")}

@@ -56,4 +56,20 @@ defmodule ExMCP.Authorization.ConsumerProjectTest do
 
     assert output =~ ~s(network: {:error, {:request_failed, {:connect, ")
   end
+
+  @tag :tmp_dir
+  test "without cargo, the build stops with a message that says so", %{tmp_dir: dir} do
+    File.write!(Path.join(dir, "mix.exs"), """
+    defmodule NoCargo.MixProject do
+      use Mix.Project
+      def project, do: [app: :no_cargo, version: "0.1.0", deps: [{:ex_mcp_registration, path: #{inspect(@root)}}]]
+    end
+    """)
+
+    # A PATH and HOME where no cargo can be found.
+    env = [{"MIX_ENV", "dev"}, {"PATH", "/usr/bin:/bin"}, {"HOME", dir}, {"CARGO", nil}]
+    assert {output, status} = System.cmd("mix", ["compile"], cd: dir, env: env, stderr_to_stdout: true)
+    assert status != 0
+    assert output =~ "cargo was not found, so the NIF crate ex_mcp_nif cannot be built"
+  end
 end
