@@ -74,7 +74,8 @@ pub fn refusal(status: u16, body: Vec<u8>) -> Error {
     Error::Http { status, body }
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// "a string", "an array", ...: for messages about a JSON value's type.
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -26,6 +26,7 @@ use super::store::{ClientRecord, IssuedSecret, Refused};
 use super::App;
 use crate::error::RequestError;
 use crate::metadata;
+use crate::response::json_type;
 use crate::uri;
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -562,17 +563,6 @@ fn json(status: StatusCode, body: &Value, sensitive: bool) -> HttpResponse {
 fn no_store(headers: &mut HeaderMap) {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 pub(super) fn unix_now() -> i64 {
