@@ -1,0 +1,55 @@
+defmodule ExMCP.Authorization.AppEnvTest do
+  # Option defaults come from the application environment; options given in a
+  # call win. Not async: the environment is global.
+  use ExUnit.Case, async: false
+
+  alias ExMCP.Authorization.ClientRegistration, as: CR
+  alias ExMCP.Test.FixtureServer
+
+  @app :ex_mcp_registration
+
+  setup do
+    on_exit(fn ->
+      for key <- [:timeout, :headers, :max_response_bytes], do: Application.delete_env(@app, key)
+    end)
+  end
+
+  defp request(server) do
+    %{
+      registration_endpoint: FixtureServer.url(server, "/register"),
+      client_name: "Env",
+      redirect_uris: ["http://localhost:8080/cb"]
+    }
+  end
+
+  test "timeout, headers and max_response_bytes defaults come from the application env" do
+    Application.put_env(@app, :timeout, 200)
+    Application.put_env(@app, :headers, [{"x-from-env", "yes"}])
+    Application.put_env(@app, :max_response_bytes, 10)
+
+    server = FixtureServer.start!([:hang, {:respond, 201, [], ~s({"client_id":"a-longer-answer"})}])
+
+    {us, result} = :timer.tc(fn -> CR.register_client(request(server)) end)
+    assert result == {:error, {:request_failed, :timeout}}
+    assert us < 2_000_000, "the 200 ms default from the env applied (took #{div(us, 1000)} ms)"
+
+    assert CR.register_client(request(server)) == {:error, {:request_failed, {:body_too_large, 10}}}
+    assert Enum.all?(FixtureServer.requests(server), &({"x-from-env", "yes"} in &1.headers))
+  end
+
+  test "an option given in the call wins over the application env" do
+    Application.put_env(@app, :max_response_bytes, 10)
+    server = FixtureServer.start!([{:respond, 201, [], ~s({"client_id":"a-longer-answer"})}])
+
+    assert {:ok, %{client_id: "a-longer-answer"}} =
+             CR.register_client(request(server), max_response_bytes: 1_000)
+  end
+
+  test "an ill-typed application env value raises ArgumentError naming the option" do
+    Application.put_env(@app, :timeout, "soon")
+
+    assert_raise ArgumentError, ~r/option :timeout must be a positive integer/, fn ->
+      CR.register_client(%{})
+    end
+  end
+end
