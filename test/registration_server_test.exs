@@ -464,5 +464,13 @@ defmodule ExMCP.Authorization.RegistrationServerTest do
 
       refute error.message =~ "secret value"
     end
+
+    test "options that are not a keyword list are described, not echoed (they may hold a token)" do
+      for opts <- [%{initial_access_token: "s3cret-token"}, [{"initial_access_token", "s3cret-token"}]] do
+        error = assert_raise ArgumentError, fn -> RegistrationServer.start_link(opts) end
+        assert error.message =~ "keyword list"
+        refute error.message =~ "s3cret-token"
+      end
+    end
   end
 end

@@ -157,7 +157,7 @@ defmodule ExMCP.Authorization.RegistrationServer do
   """
   @spec child_spec([option()]) :: Supervisor.child_spec()
   def child_spec(opts) do
-    unless is_list(opts), do: raise(ArgumentError, "options must be a keyword list, got: #{inspect(opts)}")
+    unless is_list(opts), do: raise(ArgumentError, "options must be a keyword list, got: #{kind(opts)}")
 
     %{
       id: Keyword.get(opts, :name) || __MODULE__,
@@ -294,9 +294,16 @@ defmodule ExMCP.Authorization.RegistrationServer do
 
   # -- Options -------------------------------------------------------------------
 
+  defp kind(term) when is_map(term), do: "a map"
+  defp kind(term) when is_list(term), do: "a list that is not a keyword list"
+  defp kind(term) when is_tuple(term), do: "a tuple"
+  defp kind(term) when is_binary(term), do: "a string"
+  defp kind(_term), do: "another kind of value"
+
   defp options!(opts) do
     unless is_list(opts) and Enum.all?(opts, &match?({key, _} when is_atom(key), &1)) do
-      raise ArgumentError, "options must be a keyword list, got: #{inspect(opts)}"
+      # Not inspected: the options may hold the initial access token.
+      raise ArgumentError, "options must be a keyword list, got: #{kind(opts)}"
     end
 
     Enum.each(opts, fn {key, value} ->
