@@ -212,12 +212,20 @@ defmodule ExMCP.Authorization.ClientRegistrationValidationTest do
     end
 
     test "headers the library owns cannot be overridden" do
-      assert_raise ArgumentError, ~r/option :headers.*cannot be overridden/, fn ->
-        CR.register_client(request(), headers: [{"Authorization", "Bearer x"}])
+      assert_raise ArgumentError, ~r/option :headers: header 2: "authorization" is set by the library/, fn ->
+        CR.register_client(request(), headers: [{"x-ok", "1"}, {"Authorization", "Bearer x"}])
       end
 
-      assert_raise ArgumentError, ~r/option :headers.*not a valid header name/, fn ->
+      assert_raise ArgumentError, ~r/option :headers: header 1: its name is not a valid header name/, fn ->
         CR.register_client(request(), headers: [{"bad name", "x"}])
+      end
+    end
+
+    test "a rejected header is named by position, never echoed (it may be a misplaced token)" do
+      for headers <- [[{"SECRET token", "x"}], [{"x-token", "SECRET\nvalue"}]] do
+        error = assert_raise ArgumentError, fn -> CR.register_client(request(), headers: headers) end
+        refute Exception.message(error) =~ "SECRET"
+        refute Exception.message(error) =~ "x-token"
       end
     end
 

@@ -183,10 +183,10 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
                 "must be a list of {name, value} string pairs",
             )
         })?;
-        for (name, value) in pairs {
+        for (position, (name, value)) in pairs.iter().enumerate() {
             options
-                .add_header(&name, &value)
-                .map_err(|m| invalid(atoms::headers(), &m))?;
+                .add_header(name, value)
+                .map_err(|m| invalid(atoms::headers(), &format!("header {}: {m}", position + 1)))?;
         }
     }
     if let Some(path) = get(atoms::cacertfile()) {
