@@ -20,14 +20,20 @@ const MAX_DEPTH: usize = 32;
 /// Why a term could not become JSON.
 pub struct NotJson(pub &'static str);
 
-/// Converts a caller's map (atom or string keys) into a JSON object.
-pub fn map_to_json(term: Term) -> Result<Map<String, Value>, (String, NotJson)> {
+/// Converts a caller's map (atom or string keys) into a JSON object. A value
+/// that cannot be converted is `{:invalid_field, key, message}`; `whole`
+/// names the map itself when it is not one.
+pub fn map_to_json<'a>(
+    env: Env<'a>,
+    term: Term<'a>,
+    whole: &str,
+) -> Result<Map<String, Value>, Term<'a>> {
     let mut budget = MAX_TERMS;
-    let iter = MapIterator::new(term).ok_or_else(|| (String::new(), NotJson("must be a map")))?;
+    let iter = MapIterator::new(term).ok_or_else(|| invalid_field(env, whole, "must be a map"))?;
     let mut object = Map::new();
     for (key, value) in iter {
-        let name = key_to_string(key).map_err(|e| (String::from("<key>"), e))?;
-        let value = to_json(value, 1, &mut budget).map_err(|e| (name.clone(), e))?;
+        let name = key_to_string(key).map_err(|e| invalid_field(env, "<key>", e.0))?;
+        let value = to_json(value, 1, &mut budget).map_err(|e| invalid_field(env, &name, e.0))?;
         object.insert(name, value);
     }
     Ok(object)

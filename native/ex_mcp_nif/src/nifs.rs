@@ -26,8 +26,7 @@ fn register<'a>(
     reply_ref: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let prepared = options_from(env, options).and_then(|options| {
-        let request = convert::map_to_json(request)
-            .map_err(|(field, why)| convert::invalid_field(env, &field, why.0))?;
+        let request = convert::map_to_json(env, request, "request")?;
         Call::register(request, options).map_err(|e| convert::request_reason(env, e))
     });
     start(env, prepared, reply_ref)
@@ -58,13 +57,7 @@ fn update<'a>(
     reply_ref: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let prepared = management_args(env, uri, token, options).and_then(|(uri, token, options)| {
-        let updates = convert::map_to_json(updates).map_err(|(field, why)| {
-            convert::invalid_field(
-                env,
-                if field.is_empty() { "updates" } else { &field },
-                why.0,
-            )
-        })?;
+        let updates = convert::map_to_json(env, updates, "updates")?;
         Call::update(&uri, token, updates, replace, options)
             .map_err(|e| convert::request_reason(env, e))
     });
