@@ -6,20 +6,14 @@ defmodule ExMCP.Authorization.AppEnvTest do
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+
   @app :ex_mcp_registration
 
   setup do
     on_exit(fn ->
       for key <- [:timeout, :headers, :max_response_bytes], do: Application.delete_env(@app, key)
     end)
-  end
-
-  defp request(server) do
-    %{
-      registration_endpoint: FixtureServer.url(server, "/register"),
-      client_name: "Env",
-      redirect_uris: ["http://localhost:8080/cb"]
-    }
   end
 
   test "timeout, headers and max_response_bytes defaults come from the application env" do
@@ -29,11 +23,13 @@ defmodule ExMCP.Authorization.AppEnvTest do
 
     server = FixtureServer.start!([:hang, {:respond, 201, [], ~s({"client_id":"a-longer-answer"})}])
 
-    {us, result} = :timer.tc(fn -> CR.register_client(request(server)) end)
+    {us, result} = :timer.tc(fn -> CR.register_client(registration_request(server)) end)
     assert result == {:error, {:request_failed, :timeout}}
     assert us < 2_000_000, "the 200 ms default from the env applied (took #{div(us, 1000)} ms)"
 
-    assert CR.register_client(request(server)) == {:error, {:request_failed, {:body_too_large, 10}}}
+    assert CR.register_client(registration_request(server)) ==
+             {:error, {:request_failed, {:body_too_large, 10}}}
+
     assert Enum.all?(FixtureServer.requests(server), &({"x-from-env", "yes"} in &1.headers))
   end
 
@@ -42,7 +38,7 @@ defmodule ExMCP.Authorization.AppEnvTest do
     server = FixtureServer.start!([{:respond, 201, [], ~s({"client_id":"a-longer-answer"})}])
 
     assert {:ok, %{client_id: "a-longer-answer"}} =
-             CR.register_client(request(server), max_response_bytes: 1_000)
+             CR.register_client(registration_request(server), max_response_bytes: 1_000)
   end
 
   test "an ill-typed application env value raises ArgumentError naming the option" do

@@ -6,6 +6,8 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
+
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
   alias ExMCP.Test.JSON
 
   @json [{"content-type", "application/json"}]
@@ -14,17 +16,6 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
   defp json(status, body), do: {:respond, status, @json, JSON.encode!(body)}
 
   defp always(action), do: fn _request -> action end
-
-  defp registration(server, overrides \\ %{}) do
-    Map.merge(
-      %{
-        registration_endpoint: FixtureServer.url(server, "/register"),
-        client_name: "Test Client",
-        redirect_uris: ["http://localhost:8080/callback"]
-      },
-      overrides
-    )
-  end
 
   defp header(request, name), do: for({^name, value} <- request.headers, do: value)
 
@@ -71,7 +62,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
 
       server = FixtureServer.start!(always(json(201, body)))
 
-      assert CR.register_client(registration(server)) ==
+      assert CR.register_client(registration_request(server)) ==
                {:ok,
                 %{
                   client_id: "s6BhdRkqt3",
@@ -103,7 +94,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "RFC 7591 §3.2.1: a 200 answer is a success too, and left-out documented keys get their defaults" do
       server = FixtureServer.start!(always(json(200, ~s({"client_id":"abc"}))))
 
-      assert CR.register_client(registration(server)) == {:ok, defaults("abc")}
+      assert CR.register_client(registration_request(server)) == {:ok, defaults("abc")}
     end
 
     test "RFC 7591 §3.2.1: a JSON null counts as absent" do
@@ -115,13 +106,13 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       server = FixtureServer.start!(always(json(201, body)))
 
       # No :logo_uri, no :client_id_issued_at, and no :extra at all.
-      assert CR.register_client(registration(server)) == {:ok, defaults("abc")}
+      assert CR.register_client(registration_request(server)) == {:ok, defaults("abc")}
     end
 
     test "RFC 7591 §3.2.1: a success answer without client_id is invalid" do
       server = FixtureServer.start!(always(json(200, ~s({"client_name":"x"}))))
 
-      assert CR.register_client(registration(server)) ==
+      assert CR.register_client(registration_request(server)) ==
                {:error, {:invalid_response, "the response has no client_id"}}
     end
 
@@ -129,7 +120,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       server = FixtureServer.start!([json(201, ~s({"client_id":7})), json(201, ~s({"client_id":""}))])
 
       for _ <- 1..2 do
-        assert CR.register_client(registration(server)) ==
+        assert CR.register_client(registration_request(server)) ==
                  {:error, {:invalid_response, "client_id must be a non-empty string"}}
       end
     end
@@ -137,21 +128,21 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "RFC 7591 §3.2.1: a known field of the wrong type is an invalid response" do
       server = FixtureServer.start!(always(json(201, ~s({"client_id":"a","client_secret_expires_at":"0"}))))
 
-      assert CR.register_client(registration(server)) ==
+      assert CR.register_client(registration_request(server)) ==
                {:error, {:invalid_response, "client_secret_expires_at must be an integer"}}
     end
 
     test "a success answer that is not JSON is a json_decode_error" do
       server = FixtureServer.start!(always(json(200, ~s({"client_id": "abc",))))
 
-      assert {:error, {:json_decode_error, message}} = CR.register_client(registration(server))
+      assert {:error, {:json_decode_error, message}} = CR.register_client(registration_request(server))
       assert is_binary(message) and message != ""
     end
 
     test "a success answer that is a JSON array is an invalid response" do
       server = FixtureServer.start!(always(json(200, ~s([{"client_id":"abc"}]))))
 
-      assert CR.register_client(registration(server)) ==
+      assert CR.register_client(registration_request(server)) ==
                {:error, {:invalid_response, "expected a JSON object, got an array"}}
     end
   end
@@ -215,20 +206,20 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
 
       server = FixtureServer.start!(always(json(400, body)))
 
-      assert CR.register_client(registration(server)) == {:error, {:registration_error, 400, body}}
+      assert CR.register_client(registration_request(server)) == {:error, {:registration_error, 400, body}}
     end
 
     test "a 500 HTML page is an http_error with the body as a binary" do
       html = "<html><body><h1>Internal Server Error</h1></body></html>"
       server = FixtureServer.start!(always({:respond, 500, [{"content-type", "text/html"}], html}))
 
-      assert CR.register_client(registration(server)) == {:error, {:http_error, 500, html}}
+      assert CR.register_client(registration_request(server)) == {:error, {:http_error, 500, html}}
     end
 
     test "a 400 whose body is a JSON array is an http_error, not a registration_error" do
       server = FixtureServer.start!(always(json(400, "[]")))
 
-      assert CR.register_client(registration(server)) == {:error, {:http_error, 400, "[]"}}
+      assert CR.register_client(registration_request(server)) == {:error, {:http_error, 400, "[]"}}
     end
 
     test "a 302 redirect is an http_error and is never followed" do
@@ -237,8 +228,8 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       location = FixtureServer.url(server, "/elsewhere")
       other = FixtureServer.start!(fn _ -> {:respond, 302, [{"location", location}], ""} end)
 
-      assert CR.register_client(registration(server)) == {:error, {:http_error, 302, "moved"}}
-      assert CR.register_client(registration(other)) == {:error, {:http_error, 302, ""}}
+      assert CR.register_client(registration_request(server)) == {:error, {:http_error, 302, "moved"}}
+      assert CR.register_client(registration_request(other)) == {:error, {:http_error, 302, ""}}
 
       assert [%{method: "POST", path: "/register"}] = FixtureServer.requests(server)
       assert [%{method: "POST", path: "/register"}] = FixtureServer.requests(other)
@@ -247,7 +238,9 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "a 3xx with a JSON object body is still an http_error" do
       server = FixtureServer.start!(always({:respond, 307, [{"location", "/x"} | @json], ~s({"error":"x"})}))
 
-      assert CR.register_client(registration(server)) == {:error, {:http_error, 307, ~s({"error":"x"})}}
+      assert CR.register_client(registration_request(server)) ==
+               {:error, {:http_error, 307, ~s({"error":"x"})}}
+
       assert length(FixtureServer.requests(server)) == 1
     end
   end
@@ -257,7 +250,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       server = FixtureServer.start!(always(json(201, ~s({"client_id":"abc"}))))
 
       request =
-        registration(server, %{
+        registration_request(server, %{
           client_name: "Café 日本",
           redirect_uris: ["http://127.0.0.1:8080/callback"],
           scope: "",
@@ -298,7 +291,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       server = FixtureServer.start!(always(json(201, ~s({"client_id":"abc"}))))
 
       request =
-        registration(server, %{
+        registration_request(server, %{
           grant_types: ["authorization_code", "refresh_token"],
           response_types: ["code"],
           token_endpoint_auth_method: "client_secret_post",
@@ -338,7 +331,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       for {uris, given, _expected} <- cases do
         overrides = %{redirect_uris: uris}
         overrides = if given, do: Map.put(overrides, :application_type, given), else: overrides
-        assert {:ok, _} = CR.register_client(registration(server, overrides))
+        assert {:ok, _} = CR.register_client(registration_request(server, overrides))
       end
 
       sent = server |> FixtureServer.requests() |> Enum.map(&sent_json(&1)["application_type"])
@@ -348,8 +341,10 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "RFC 7591 §3: :initial_access_token is sent as a Bearer token" do
       server = FixtureServer.start!(always(json(201, ~s({"client_id":"abc"}))))
 
-      assert {:ok, _} = CR.register_client(registration(server), initial_access_token: "iat-0123.abc_DEF")
-      assert {:ok, _} = CR.register_client(registration(server), initial_access_token: nil)
+      assert {:ok, _} =
+               CR.register_client(registration_request(server), initial_access_token: "iat-0123.abc_DEF")
+
+      assert {:ok, _} = CR.register_client(registration_request(server), initial_access_token: nil)
 
       assert [with_token, without] = FixtureServer.requests(server)
       assert header(with_token, "authorization") == ["Bearer iat-0123.abc_DEF"]
@@ -360,7 +355,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       server = FixtureServer.start!(always(json(201, ~s({"client_id":"abc"}))))
 
       assert {:ok, _} =
-               CR.register_client(registration(server),
+               CR.register_client(registration_request(server),
                  headers: [{"x-request-id", "42"}, {"User-Agent", "fixture-test/1.0"}]
                )
 
@@ -558,7 +553,9 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "a server that never answers gives {:request_failed, :timeout} and leaves the mailbox empty" do
       server = FixtureServer.start!(always(:hang))
 
-      assert CR.register_client(registration(server), timeout: 300) == {:error, {:request_failed, :timeout}}
+      assert CR.register_client(registration_request(server), timeout: 300) ==
+               {:error, {:request_failed, :timeout}}
+
       assert Process.info(self(), :messages) == {:messages, []}
 
       assert [%{method: "POST"}] = FixtureServer.await_requests(server, 1)
@@ -577,7 +574,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     end
 
     test "an unknown option raises ArgumentError naming it", %{server: server} do
-      error = assert_raise ArgumentError, fn -> CR.register_client(registration(server), bogus: 1) end
+      error = assert_raise ArgumentError, fn -> CR.register_client(registration_request(server), bogus: 1) end
       assert error.message =~ ":bogus"
 
       error =
@@ -590,7 +587,11 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
 
     test "ill-typed timeouts raise ArgumentError naming the option", %{server: server} do
       for value <- [0, -1, "x", 1.5, nil] do
-        error = assert_raise ArgumentError, fn -> CR.register_client(registration(server), timeout: value) end
+        error =
+          assert_raise ArgumentError, fn ->
+            CR.register_client(registration_request(server), timeout: value)
+          end
+
         assert error.message =~ ":timeout"
       end
     end
@@ -599,7 +600,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       for name <- ["Authorization", "authorization", "Accept", "Content-Type", "Host"] do
         error =
           assert_raise ArgumentError, fn ->
-            CR.register_client(registration(server), headers: [{name, "Bearer x"}])
+            CR.register_client(registration_request(server), headers: [{name, "Bearer x"}])
           end
 
         assert error.message =~ ":headers"
@@ -613,7 +614,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     } do
       error =
         assert_raise ArgumentError, fn ->
-          CR.register_client(registration(server), initial_access_token: 123)
+          CR.register_client(registration_request(server), initial_access_token: 123)
         end
 
       assert error.message =~ ":initial_access_token"
@@ -621,7 +622,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
 
       error =
         assert_raise ArgumentError, fn ->
-          CR.register_client(registration(server), initial_access_token: "s3cr3t\r\nx-injected: 1")
+          CR.register_client(registration_request(server), initial_access_token: "s3cr3t\r\nx-injected: 1")
         end
 
       assert error.message =~ ":initial_access_token"
@@ -631,7 +632,9 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     end
 
     test ":replace is an update option only", %{server: server} do
-      error = assert_raise ArgumentError, fn -> CR.register_client(registration(server), replace: true) end
+      error =
+        assert_raise ArgumentError, fn -> CR.register_client(registration_request(server), replace: true) end
+
       assert error.message =~ ":replace"
       assert FixtureServer.requests(server) == []
     end
@@ -677,12 +680,12 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "formats the reasons the client actually returns" do
       server = FixtureServer.start!([json(400, %{"error" => "invalid_client_metadata"}), json(200, "[]")])
 
-      assert {:error, reason} = CR.register_client(registration(server))
+      assert {:error, reason} = CR.register_client(registration_request(server))
 
       assert CR.format_error(reason) ==
                "the authorization server refused the request (HTTP 400): invalid_client_metadata"
 
-      assert {:error, reason} = CR.register_client(registration(server))
+      assert {:error, reason} = CR.register_client(registration_request(server))
 
       assert CR.format_error(reason) ==
                "the server's answer is not valid client information: expected a JSON object, got an array"

@@ -12,16 +12,10 @@ defmodule ExMCP.Hardening.CancellationTest do
   alias ExMCP.Authorization.Native
   alias ExMCP.Test.FixtureServer
 
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
-
-  defp registration(server) do
-    %{
-      registration_endpoint: FixtureServer.url(server, "/register"),
-      client_name: "Hardening",
-      redirect_uris: ["http://localhost:8080/callback"]
-    }
-  end
 
   defp report(label, value) do
     if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
@@ -64,7 +58,7 @@ defmodule ExMCP.Hardening.CancellationTest do
 
   test "a caller killed mid-request: the connection closes within 1 s and in_flight returns to 0" do
     server = FixtureServer.start!(fn _ -> :hang end)
-    request = registration(server)
+    request = registration_request(server)
 
     {caller, monitor} = spawn_monitor(fn -> CR.register_client(request, timeout: 30_000) end)
     # The request is at the server, which will never answer.
@@ -90,7 +84,10 @@ defmodule ExMCP.Hardening.CancellationTest do
       server = FixtureServer.start!(fn _ -> [{:delay, 500}, @ok, {:mark, :answered}] end)
 
       started = now()
-      assert CR.register_client(registration(server), timeout: 300) == {:error, {:request_failed, :timeout}}
+
+      assert CR.register_client(registration_request(server), timeout: 300) ==
+               {:error, {:request_failed, :timeout}}
+
       elapsed = now() - started
       assert elapsed >= 300 and elapsed < 1_000
       assert Process.info(self(), :messages) == {:messages, []}
@@ -110,7 +107,7 @@ defmodule ExMCP.Hardening.CancellationTest do
       # The native deadline is 10 s; the caller waits 300 ms. Only cancel/1
       # (called by Native.call/2 when its wait ends) can stop this call.
       server = FixtureServer.start!(fn _ -> [{:delay, 500}, @ok, {:mark, :answered}] end)
-      request = registration(server)
+      request = registration_request(server)
 
       started = now()
 
@@ -128,7 +125,7 @@ defmodule ExMCP.Hardening.CancellationTest do
 
     test "the await gives up on a hanging server: the connection closes within 1 s" do
       server = FixtureServer.start!(fn _ -> :hang end)
-      request = registration(server)
+      request = registration_request(server)
 
       assert Native.call(&Native.register(request, native_options(10_000), &1), 300) ==
                {:error, {:request_failed, :timeout}}
@@ -146,7 +143,7 @@ defmodule ExMCP.Hardening.CancellationTest do
   test "1,000 callers killed at random moments leave no task, process or port behind" do
     # Warm up everything a call and a fixture may start once.
     warm_up = FixtureServer.start!(fn _ -> @ok end)
-    assert {:ok, _} = CR.register_client(registration(warm_up))
+    assert {:ok, _} = CR.register_client(registration_request(warm_up))
     # stop/1 returns once the fixture's processes are gone.
     FixtureServer.stop(warm_up)
     eventually(fn -> Native.in_flight() == 0 end)
@@ -156,7 +153,7 @@ defmodule ExMCP.Hardening.CancellationTest do
     before = MapSet.new(Process.list())
 
     server = FixtureServer.start!(fn _ -> [{:delay, :rand.uniform(20) - 1}, @ok] end)
-    request = registration(server)
+    request = registration_request(server)
 
     outcomes =
       for _batch <- 1..10, reduce: %{killed: 0, finished: 0} do
@@ -236,13 +233,13 @@ defmodule ExMCP.Hardening.CancellationTest do
 
     assert Native.panic_next_call() == :ok
 
-    assert {:error, {:request_failed, {:panic, message}}} = CR.register_client(registration(server))
+    assert {:error, {:request_failed, {:panic, message}}} = CR.register_client(registration_request(server))
     assert message =~ "forced panic"
     assert Process.info(self(), :messages) == {:messages, []}
     # The panic happened before any request was sent.
     assert FixtureServer.requests(server) == []
 
-    assert {:ok, %{client_id: "abc"}} = CR.register_client(registration(server))
+    assert {:ok, %{client_id: "abc"}} = CR.register_client(registration_request(server))
     assert Process.info(self(), :messages) == {:messages, []}
     assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
   end

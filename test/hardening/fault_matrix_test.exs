@@ -9,6 +9,8 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
   @ok_answer {:ok,
@@ -29,14 +31,6 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
   # plus this.
   @slack 700
 
-  defp registration(server) do
-    %{
-      registration_endpoint: FixtureServer.url(server, "/register"),
-      client_name: "Hardening",
-      redirect_uris: ["http://localhost:8080/callback"]
-    }
-  end
-
   # Runs a call, checks the mailbox is clean right after it, returns
   # {result, elapsed_ms}.
   defp timed(fun) do
@@ -47,7 +41,8 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
     {result, elapsed}
   end
 
-  defp register(server, opts \\ []), do: timed(fn -> CR.register_client(registration(server), opts) end)
+  defp register(server, opts \\ []),
+    do: timed(fn -> CR.register_client(registration_request(server), opts) end)
 
   defp report(label, value) do
     if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")

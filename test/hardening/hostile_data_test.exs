@@ -10,17 +10,11 @@ defmodule ExMCP.Hardening.HostileDataTest do
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
+
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
   alias ExMCP.Test.JSON
 
   @json [{"content-type", "application/json"}]
-
-  defp registration(server) do
-    %{
-      registration_endpoint: FixtureServer.url(server, "/register"),
-      client_name: "Hardening",
-      redirect_uris: ["http://localhost:8080/callback"]
-    }
-  end
 
   defp report(label, value) do
     if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
@@ -37,7 +31,7 @@ defmodule ExMCP.Hardening.HostileDataTest do
 
     test "10,000 answers with 20 random unknown member names each create no atom" do
       server = FixtureServer.start!(&random_answer/1)
-      request = registration(server)
+      request = registration_request(server)
 
       call = fn ->
         assert {:ok, %{client_id: "abc", extra: extra}} = CR.register_client(request)

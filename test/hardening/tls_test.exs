@@ -9,6 +9,8 @@ defmodule ExMCP.Hardening.TLSTest do
   alias ExMCP.Authorization.Native
   alias ExMCP.Test.FixtureServer
 
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
 
@@ -112,16 +114,8 @@ defmodule ExMCP.Hardening.TLSTest do
   defp tls_server(certfile, keyfile, handler \\ fn _ -> @ok end),
     do: FixtureServer.start!(handler, tls: [certfile: certfile, keyfile: keyfile])
 
-  defp registration(server) do
-    %{
-      registration_endpoint: FixtureServer.url(server, "/register"),
-      client_name: "Hardening",
-      redirect_uris: ["http://localhost:8080/callback"]
-    }
-  end
-
   defp register(server, opts \\ []) do
-    result = CR.register_client(registration(server), opts)
+    result = CR.register_client(registration_request(server), opts)
     assert Process.info(self(), :messages) == {:messages, []}
     result
   end

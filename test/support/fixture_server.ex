@@ -180,6 +180,22 @@ defmodule ExMCP.Test.FixtureServer do
   @spec port(GenServer.server()) :: :inet.port_number()
   def port(server), do: GenServer.call(server, :port)
 
+  @doc """
+  A minimal valid registration request whose endpoint is this server's
+  `/register`; `overrides` are merged over it.
+  """
+  @spec registration_request(GenServer.server(), map()) :: map()
+  def registration_request(server, overrides \\ %{}) do
+    Map.merge(
+      %{
+        registration_endpoint: url(server, "/register"),
+        client_name: "Test Client",
+        redirect_uris: ["http://localhost:8080/callback"]
+      },
+      overrides
+    )
+  end
+
   @doc ~S'The URL of `path` on this server, e.g. `"http://127.0.0.1:54321/register"`.'
   @spec url(GenServer.server(), String.t()) :: String.t()
   def url(server, path \\ "/") do
