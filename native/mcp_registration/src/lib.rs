@@ -5,6 +5,7 @@
 //! client applies before sending.
 
 pub mod client;
+pub mod client_id_metadata_document;
 pub mod error;
 pub mod etf;
 pub mod metadata;
