@@ -78,10 +78,7 @@ impl DocumentFetcher {
     }
 
     /// The checked document of `client_id`, from the cache or fetched.
-    pub(super) async fn document(
-        &self,
-        client_id: &str,
-    ) -> Result<Document, DocumentRefused> {
+    pub(super) async fn document(&self, client_id: &str) -> Result<Document, DocumentRefused> {
         let url = cimd::check_url(client_id, self.config.allow_loopback)
             .map_err(|e| DocumentRefused(format!("the client_id URL {e}")))?;
         if let Some(doc) = self.cached(client_id) {
