@@ -4,6 +4,7 @@
 
 mod atoms;
 mod convert;
+mod discovery;
 mod nifs;
 mod pending;
 mod runtime;
