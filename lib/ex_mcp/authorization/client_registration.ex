@@ -120,6 +120,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   No reason, message or log line ever holds a client secret or a token.
   """
 
+  alias ExMCP.Authorization.ClientRegistration.Discovery
   alias ExMCP.Authorization.Native
 
   @app :ex_mcp_registration
@@ -197,6 +198,62 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:invalid_response, String.t()}
           | {:json_decode_error, String.t()}
           | {:request_failed, transport_reason()}
+          | {:discovery_failed, String.t(),
+             {:http_error, pos_integer(), binary()} | {:request_failed, transport_reason()}}
+          | {:invalid_metadata, String.t(), String.t()}
+          | {:resource_mismatch, String.t(), String.t()}
+          | {:issuer_mismatch, String.t(), String.t()}
+          | {:authorization_server_metadata_not_found, String.t(), [String.t()]}
+          | {:url_refused, String.t(), String.t()}
+          | {:invalid_www_authenticate, String.t()}
+          | {:no_registration_path, [String.t()]}
+
+  @typedoc """
+  Authorization server metadata (RFC 8414 §2): every known member under its
+  atom (`nil` when absent), everything else under `:extra` with string keys.
+  """
+  @type authorization_server_metadata() :: %{
+          required(:issuer) => String.t() | nil,
+          required(:authorization_endpoint) => String.t() | nil,
+          required(:token_endpoint) => String.t() | nil,
+          required(:registration_endpoint) => String.t() | nil,
+          required(:jwks_uri) => String.t() | nil,
+          required(:revocation_endpoint) => String.t() | nil,
+          required(:introspection_endpoint) => String.t() | nil,
+          required(:userinfo_endpoint) => String.t() | nil,
+          required(:service_documentation) => String.t() | nil,
+          required(:scopes_supported) => [String.t()] | nil,
+          required(:response_types_supported) => [String.t()] | nil,
+          required(:response_modes_supported) => [String.t()] | nil,
+          required(:grant_types_supported) => [String.t()] | nil,
+          required(:token_endpoint_auth_methods_supported) => [String.t()] | nil,
+          required(:code_challenge_methods_supported) => [String.t()] | nil,
+          required(:client_id_metadata_document_supported) => boolean() | nil,
+          required(:extra) => %{optional(String.t()) => term()}
+        }
+
+  @typedoc "What `discover/2` found; see the moduledoc's Discovery section."
+  @type discovery() :: %{
+          required(:server_url) => String.t(),
+          required(:resource) => String.t(),
+          required(:resource_metadata) => %{optional(String.t()) => term()} | nil,
+          required(:resource_metadata_url) => String.t() | nil,
+          required(:issuer) => String.t(),
+          required(:authorization_server) => authorization_server_metadata(),
+          required(:authorization_server_metadata) => :discovered | :defaults,
+          required(:authorization_server_metadata_url) => String.t() | nil,
+          required(:scope) => String.t() | nil,
+          required(:allow_private_networks) => boolean()
+        }
+
+  @typedoc "A client from `obtain_client/3`: the client information plus how it was obtained."
+  @type obtained_client() :: %{
+          required(:client_id) => String.t(),
+          required(:issuer) => String.t() | nil,
+          required(:registration_method) => :pre_registered | :client_id_metadata_document | :dynamic,
+          required(:token_endpoint_auth_method) => String.t(),
+          optional(atom()) => term()
+        }
 
   @typedoc "Options; see the moduledoc's table."
   @type option() ::
@@ -207,6 +264,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:cacertfile, Path.t() | nil}
           | {:initial_access_token, String.t() | nil}
           | {:replace, boolean()}
+          | {:www_authenticate, String.t() | [String.t()]}
+          | {:resource_metadata_url, String.t() | nil}
+          | {:issuer, String.t() | nil}
+          | {:allow_private_networks, boolean()}
+          | {:client_id, String.t()}
+          | {:client_secret, String.t() | nil}
+          | {:token_endpoint_auth_method, String.t()}
+          | {:client_metadata_url, String.t()}
 
   @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
   @defaults [
@@ -327,6 +392,122 @@ defmodule ExMCP.Authorization.ClientRegistration do
       &Native.delete(registration_client_uri, registration_access_token, native_options(opts), &1),
       opts[:timeout]
     )
+  end
+
+  @discover_options [:www_authenticate, :resource_metadata_url, :issuer, :allow_private_networks]
+  @obtain_options [
+    :client_id,
+    :client_secret,
+    :token_endpoint_auth_method,
+    :client_metadata_url,
+    :initial_access_token
+  ]
+
+  @doc """
+  Discovers the authorization server of an MCP server, starting from the MCP
+  server's URL: RFC 9728 protected resource metadata, then RFC 8414 or
+  OpenID Connect Discovery, in the MCP specification's order (2025-11-25).
+  See the moduledoc's Discovery section for the order, the checks and the
+  result.
+
+  Options: `:www_authenticate` (the `WWW-Authenticate` value or values of the
+  server's 401), `:resource_metadata_url`, `:issuer` (skips RFC 9728),
+  `:allow_private_networks`, and the common options. `:timeout` covers every
+  fetch.
+
+  ## Example
+
+      {:ok, discovery} =
+        discover("https://mcp.example.com/mcp",
+          www_authenticate: ~s(Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp")
+        )
+
+      discovery.issuer
+      #=> "https://auth.example.com"
+      discovery.authorization_server.registration_endpoint
+      #=> "https://auth.example.com/register"
+  """
+  @spec discover(String.t(), [option()]) :: {:ok, discovery()} | {:error, reason()}
+  def discover(server_url, opts \\ []) do
+    server_url = url_arg!(server_url, "server_url")
+    opts = options!(opts, @discover_options)
+    Discovery.discover(server_url, opts)
+  end
+
+  @doc """
+  Obtains a client identity for an authorization server, in the MCP
+  specification's priority (2025-11-25, "Client Registration Approaches"):
+
+    1. `:client_id` given (with `:client_secret` and
+       `:token_endpoint_auth_method` if any): a pre-registered client, no
+       network call.
+    2. `:client_metadata_url` given and the server's metadata has
+       `client_id_metadata_document_supported: true`: a Client ID Metadata
+       Document client. The `client_id` is that URL, there is no secret, and
+       `token_endpoint_auth_method` is `"none"`. Serve the document from
+       `client_metadata_document/3` at that URL.
+    3. The metadata has a `registration_endpoint`: RFC 7591 registration,
+       exactly as `register_client/2` does it. `scope` is the caller's, else
+       `discovery.scope`; `token_endpoint_auth_method` is the caller's, else
+       the first of `none`, `client_secret_basic`, `client_secret_post` that
+       the server lists in `token_endpoint_auth_methods_supported`, else
+       `client_secret_basic` (RFC 8414 §2's default). `:initial_access_token`
+       is sent as with `register_client/2`. The registration endpoint obeys
+       the same address rules as discovery.
+    4. Otherwise `{:error, {:no_registration_path, checked}}`, where `checked`
+       says, for each of the three paths, why it was not available.
+
+  `discovery_or_server_url` is a `t:discovery/0` or an MCP server URL; with a
+  URL, `discover/2` runs first (it takes the discovery options here too), and
+  `:timeout` covers discovery and registration together. A pre-registered
+  `:client_id` skips discovery altogether; its `:issuer` is then the
+  `:issuer` option, the discovery's, or `nil`.
+
+  `client_metadata` is a `t:registration_request/0` without
+  `:registration_endpoint`.
+
+  The result is a `t:client_information/0` plus `:issuer` (bind the
+  credentials to it: when the issuer changes, obtain a new client),
+  `:registration_method` (`:pre_registered`, `:client_id_metadata_document`
+  or `:dynamic`) and `:token_endpoint_auth_method`, always present.
+
+  ## Example
+
+      {:ok, client} =
+        obtain_client("https://mcp.example.com/mcp", %{
+          client_name: "My MCP Client",
+          redirect_uris: ["http://127.0.0.1:8080/callback"]
+        }, client_metadata_url: "https://app.example.com/oauth/client.json")
+
+      client.registration_method
+      #=> :client_id_metadata_document
+  """
+  @spec obtain_client(discovery() | String.t(), map(), [option()]) ::
+          {:ok, obtained_client()} | {:error, reason()}
+  def obtain_client(discovery_or_server_url, client_metadata, opts \\ []) do
+    target =
+      case discovery_or_server_url do
+        %{server_url: url, issuer: _, authorization_server: %{}} = discovery when is_binary(url) ->
+          discovery
+
+        url when is_binary(url) ->
+          url_arg!(url, "server_url")
+
+        other ->
+          raise ArgumentError,
+                "obtain_client/3 needs a discovery map from discover/2 or a server URL, got: #{type_name(other)}"
+      end
+
+    client_metadata = request_map!(client_metadata, "client metadata")
+
+    if Map.has_key?(client_metadata, :registration_endpoint) or
+         Map.has_key?(client_metadata, "registration_endpoint") do
+      raise ArgumentError,
+            "client metadata must not hold :registration_endpoint; obtain_client/3 takes it from discovery"
+    end
+
+    opts = options!(opts, @discover_options ++ @obtain_options)
+    Discovery.obtain_client(target, client_metadata, opts)
   end
 
   @doc """
@@ -466,6 +647,32 @@ defmodule ExMCP.Authorization.ClientRegistration do
     do: "an internal error occurred in the native client (please report it): #{message}"
 
   def format_error({:request_failed, other}), do: "the request failed: #{inspect(other)}"
+
+  def format_error({:discovery_failed, url, reason}),
+    do: "discovery stopped at #{url}: #{format_error(reason)}"
+
+  def format_error({:invalid_metadata, url, message}),
+    do: "the metadata document at #{url} is not usable: #{message}"
+
+  def format_error({:resource_mismatch, resource, server_url}),
+    do:
+      "the protected resource metadata is for #{resource}, which does not cover #{server_url} " <>
+        "(same origin and path prefix required)"
+
+  def format_error({:issuer_mismatch, expected, found}),
+    do: "the authorization server metadata names the issuer #{found}, not #{expected} (RFC 8414 §3.3)"
+
+  def format_error({:authorization_server_metadata_not_found, issuer, urls}),
+    do: "no authorization server metadata for #{issuer}; tried #{Enum.join(urls, ", ")}"
+
+  def format_error({:url_refused, url, message}), do: "refused to contact #{url}: #{message}"
+
+  def format_error({:invalid_www_authenticate, message}),
+    do: "the WWW-Authenticate value cannot be parsed: #{message}"
+
+  def format_error({:no_registration_path, checked}),
+    do: "the authorization server offers no way to obtain a client: #{Enum.join(checked, "; ")}"
+
   def format_error(other), do: "client registration failed: #{inspect(other)}"
 
   defp clip(text) when byte_size(text) > 300, do: binary_part(text, 0, 300) <> "…"
@@ -530,12 +737,56 @@ defmodule ExMCP.Authorization.ClientRegistration do
   defp check_option!(:initial_access_token, other),
     do: raise(ArgumentError, "option :initial_access_token must be a string, got: #{type_name(other)}")
 
+  defp check_option!(:www_authenticate, value) do
+    values = List.wrap(value)
+
+    if values != [] and Enum.all?(values, &is_binary/1),
+      do: values,
+      else: raise(ArgumentError, "option :www_authenticate must be a string or a list of strings")
+  end
+
+  defp check_option!(key, value) when key in [:resource_metadata_url, :issuer, :client_metadata_url] do
+    if is_binary(value) or (is_nil(value) and key != :client_metadata_url),
+      do: value,
+      else: raise(ArgumentError, "option #{inspect(key)} must be a URL string, got: #{type_name(value)}")
+  end
+
+  defp check_option!(:allow_private_networks, flag) when is_boolean(flag), do: flag
+
+  defp check_option!(:allow_private_networks, other),
+    do: raise(ArgumentError, "option :allow_private_networks must be a boolean, got: #{inspect(other)}")
+
+  defp check_option!(:client_id, id) when is_binary(id) and id != "", do: id
+
+  defp check_option!(:client_id, other),
+    do: raise(ArgumentError, "option :client_id must be a non-empty string, got: #{type_name(other)}")
+
+  # Never echo a secret, not even a malformed one.
+  defp check_option!(:client_secret, secret) when is_binary(secret) or is_nil(secret), do: secret
+
+  defp check_option!(:client_secret, other),
+    do: raise(ArgumentError, "option :client_secret must be a string, got: #{type_name(other)}")
+
+  defp check_option!(:token_endpoint_auth_method, method) when is_binary(method) and method != "", do: method
+
+  defp check_option!(:token_endpoint_auth_method, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :token_endpoint_auth_method must be a non-empty string, got: #{inspect(other)}"
+      )
+
   defp check_option!(:replace, flag) when is_boolean(flag), do: flag
 
   defp check_option!(:replace, other),
     do: raise(ArgumentError, "option :replace must be a boolean, got: #{inspect(other)}")
 
   defp native_options(opts), do: Map.new(Keyword.delete(opts, :replace))
+
+  defp url_arg!(url, _name) when is_binary(url), do: url
+
+  defp url_arg!(other, name),
+    do: raise(ArgumentError, "#{name} must be a URL string, got: #{type_name(other)}")
 
   defp type_name(term) when is_map(term), do: "a map"
   defp type_name(term) when is_list(term), do: "a list"

@@ -12,6 +12,12 @@ rustler::atoms! {
     headers,
     cacertfile,
     initial_access_token,
+    // Discovery options (discover/2, obtain_client/3).
+    www_authenticate,
+    resource_metadata_url,
+    issuer,
+    allow_private_networks,
+    guard_start_url,
     // Registration server: configuration keys, info keys, start errors.
     ip,
     port,

@@ -5,6 +5,7 @@
 mod atoms;
 mod client_id_metadata_document;
 mod convert;
+mod discovery;
 mod nifs;
 mod pending;
 mod runtime;

@@ -13,8 +13,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::error::{Error, RequestError, TransportError};
+use crate::error::{DiscoveryError, Error, RequestError, TransportError};
 use crate::metadata;
+use crate::net_guard::{self, AddressPolicy, GuardedResolver, NetGuard};
 use crate::request::{self, Registration};
 use crate::response::{self, ClientInformation};
 
@@ -71,6 +72,8 @@ pub struct Options {
     pub cacertfile: Option<PathBuf>,
     /// RFC 7591 §3: sent as a Bearer token on registration.
     pub initial_access_token: Option<Secret>,
+    /// Set when the URL was learned during discovery: see [`net_guard`].
+    pub guard: Option<NetGuard>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             headers: HeaderMap::new(),
             cacertfile: None,
             initial_access_token: None,
+            guard: None,
         }
     }
 }
@@ -105,6 +109,23 @@ impl Options {
         self.headers.append(header, value);
         Ok(())
     }
+
+    /// The address policy for `url` under the guard, if any (see
+    /// [`NetGuard::check`]).
+    pub(crate) fn address_policy(&self, url: &Url) -> Result<Option<AddressPolicy>, Error> {
+        match &self.guard {
+            None => Ok(None),
+            Some(guard) => guard.check(url).map_err(|refused| refusal(url, refused)),
+        }
+    }
+}
+
+fn refusal(url: &Url, refused: net_guard::Refused) -> Error {
+    DiscoveryError::UrlRefused {
+        url: url.to_string(),
+        message: refused.0,
+    }
+    .into()
 }
 
 /// The operation a [`Call`] performs.
@@ -197,7 +218,8 @@ impl Call {
     }
 
     async fn exchange_all(self) -> Result<Outcome, Error> {
-        let http = http_client(&self.options)?;
+        let policy = self.options.address_policy(&self.url)?;
+        let http = http_client(&self.options, policy)?;
         let send = |method, body| {
             exchange(
                 &http,
@@ -272,7 +294,7 @@ fn json_body(document: &Map<String, Value>) -> Vec<u8> {
 }
 
 /// One request and its capped body.
-async fn exchange(
+pub(crate) async fn exchange(
     http: &reqwest::Client,
     method: Method,
     url: &Url,
@@ -290,7 +312,7 @@ async fn exchange(
     if let Some(body) = body {
         request = request.header(CONTENT_TYPE, "application/json").body(body);
     }
-    let mut response = request.send().await.map_err(transport_error)?;
+    let mut response = request.send().await.map_err(|e| send_error(e, url))?;
     let status = response.status();
     let limit = options.max_response_bytes;
     if response.content_length().is_some_and(|len| len > limit) {
@@ -304,6 +326,14 @@ async fn exchange(
         buffer.extend_from_slice(&chunk);
     }
     Ok((status, buffer))
+}
+
+/// A refusal by the guarded resolver, or a transport failure.
+fn send_error(err: reqwest::Error, url: &Url) -> Error {
+    match net_guard::find_refusal(&err) {
+        Some(refused) => refusal(url, refused),
+        None => transport_error(err).into(),
+    }
 }
 
 /// Names a transport failure without the URL (it may be long) and never with
@@ -358,16 +388,22 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 struct PoolKey {
     cacertfile: Option<PathBuf>,
     connect_timeout: Duration,
+    /// Guarded clients resolve through [`GuardedResolver`].
+    addresses: Option<AddressPolicy>,
 }
 
 /// Connection pools, one per distinct TLS and connect configuration; the
 /// default options all share one.
 static POOLS: Lazy<Mutex<HashMap<PoolKey, reqwest::Client>>> = Lazy::new(Default::default);
 
-fn http_client(options: &Options) -> Result<reqwest::Client, TransportError> {
+pub(crate) fn http_client(
+    options: &Options,
+    addresses: Option<AddressPolicy>,
+) -> Result<reqwest::Client, TransportError> {
     let key = PoolKey {
         cacertfile: options.cacertfile.clone(),
         connect_timeout: options.connect_timeout,
+        addresses,
     };
     let mut pools = POOLS
         .lock()
@@ -381,6 +417,12 @@ fn http_client(options: &Options) -> Result<reqwest::Client, TransportError> {
         .no_proxy()
         .connect_timeout(key.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(policy) = key.addresses {
+        builder = builder.dns_resolver(std::sync::Arc::new(GuardedResolver::new(
+            policy,
+            net_guard::system_lookup(),
+        )));
+    }
     if let Some(path) = &key.cacertfile {
         let pem = std::fs::read(path)
             .map_err(|e| TransportError::CaCertFile(format!("{}: {e}", path.display())))?;

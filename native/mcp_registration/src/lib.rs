@@ -6,14 +6,18 @@
 
 pub mod client;
 pub mod client_id_metadata_document;
+pub mod discovery;
 pub mod error;
 pub mod etf;
 pub mod metadata;
+pub mod net_guard;
 pub mod request;
 pub mod response;
 pub mod server;
 pub mod uri;
+pub mod www_authenticate;
 
 pub use client::{Call, Options, Outcome, Secret};
-pub use error::{Error, RequestError, TransportError};
+pub use discovery::{Discover, Discovery};
+pub use error::{DiscoveryError, Error, RequestError, TransportError};
 pub use response::ClientInformation;

@@ -398,6 +398,21 @@ async fn draft_6_5_loopback_documents_need_the_development_option() {
     .await;
     assert_eq!(error, "invalid_client");
     assert!(description.contains("loopback address"), "{description}");
+    // IP literals are checked without a lookup: loopback, private, cloud
+    // metadata. Nothing is sent to any of them.
+    for literal in [
+        format!("https://127.0.0.1:{port}/client.json"),
+        "https://10.0.0.1/client.json".to_owned(),
+        "https://169.254.169.254/latest/client.json".to_owned(),
+        "https://[fd00:ec2::254]/client.json".to_owned(),
+    ] {
+        let (_, error, description) = refusal(authorize(&server, &literal, REDIRECT).await).await;
+        assert_eq!(error, "invalid_client", "{literal}");
+        assert!(
+            description.contains("address, which this server does not fetch from"),
+            "{literal}: {description}"
+        );
+    }
     assert_eq!(host.hits("/client.json"), 0);
 }
 

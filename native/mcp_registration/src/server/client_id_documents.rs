@@ -5,14 +5,15 @@
 //! client side uses too), §4.3 (a failed fetch aborts the authorization
 //! request), §4.4 (valid documents are cached within their HTTP caching
 //! limits, bounded by [`MAX_CACHE_AGE`]; errors and invalid documents never
-//! are), §6.5 (SSRF: the host is resolved once, every address is checked —
-//! loopback, private, link-local, unique-local, CGNAT, unspecified, multicast
-//! and cloud-metadata addresses are refused unless loopback is allowed for
-//! development — and the connection goes to the checked address; redirects
-//! are not followed) and §6.6 (the body is capped, 5 KB by default).
+//! are), §6.5 (SSRF: the address rules of [`crate::net_guard`], the ones
+//! discovery applies — loopback, private, link-local, unique-local, CGNAT,
+//! unspecified, special-purpose and cloud-metadata addresses are refused,
+//! loopback only unless allowed for development; the name is resolved once
+//! and only checked addresses are connected to; redirects are not followed)
+//! and §6.6 (the body is capped, 5 KB by default).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use url::{Host, Url};
 
 use crate::client_id_metadata_document::{self as cimd, MAX_DOCUMENT_BYTES};
+use crate::net_guard::{self, AddressPolicy, GuardedResolver};
 
 /// The longest a document is reused without fetching it again, whatever its
 /// `Cache-Control` says.
@@ -125,13 +127,31 @@ impl DocumentFetcher {
 
     /// One GET to a checked address: the body, and how long it may be cached.
     async fn fetch(&self, url: &Url) -> Result<(Vec<u8>, Option<Duration>), DocumentRefused> {
-        let address = checked_address(url, self.config.allow_loopback).await?;
-        let host = url.host_str().unwrap_or_default().to_owned();
+        let policy = AddressPolicy {
+            allow_loopback: self.config.allow_loopback,
+            allow_private: false,
+        };
+        // An IP literal never reaches the resolver: it is checked here.
+        let literal = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal {
+            policy.check(ip).map_err(|category| {
+                DocumentRefused(format!(
+                    "the client_id host {ip} is a {category} address, which this server does not fetch from"
+                ))
+            })?;
+        }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .resolve(&host, address);
+            .dns_resolver(Arc::new(GuardedResolver::new(
+                policy,
+                net_guard::system_lookup(),
+            )));
         if let Some(path) = &self.config.cacertfile {
             let pem = std::fs::read(path).map_err(|e| {
                 DocumentRefused(format!("the server's cacertfile cannot be read: {e}"))
@@ -151,11 +171,14 @@ impl DocumentFetcher {
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| {
-                DocumentRefused(format!(
+            .map_err(|e| match net_guard::find_refusal(&e) {
+                Some(refused) => {
+                    DocumentRefused(format!("the client_id host is refused: {refused}"))
+                }
+                None => DocumentRefused(format!(
                     "fetching the document failed: {}",
                     chain(&e.without_url())
-                ))
+                )),
             })?;
         let status = response.status();
         if status.is_redirection() {
@@ -225,78 +248,6 @@ fn cache_lifetime(cache_control: &str) -> Option<Duration> {
     max_age
 }
 
-/// §6.5: resolves the host once and checks every address; the connection is
-/// then made to the first one, so a second resolution cannot swap it.
-async fn checked_address(url: &Url, allow_loopback: bool) -> Result<SocketAddr, DocumentRefused> {
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<SocketAddr> = match url.host() {
-        Some(Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-        Some(Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-        Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|e| DocumentRefused(format!("the client_id host does not resolve: {e}")))?
-            .collect(),
-        None => return Err(DocumentRefused("the client_id URL has no host".into())),
-    };
-    if addresses.is_empty() {
-        return Err(DocumentRefused(
-            "the client_id host resolves to no address".into(),
-        ));
-    }
-    for address in &addresses {
-        if let Some(kind) = refused_kind(address.ip(), allow_loopback) {
-            return Err(DocumentRefused(format!(
-                "the client_id host resolves to a {kind} address ({}), which this server does not fetch from",
-                address.ip()
-            )));
-        }
-    }
-    Ok(addresses[0])
-}
-
-/// Which kind of non-public address `ip` is, if it is one.
-fn refused_kind(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                (!allow_loopback).then_some("loopback")
-            } else if v4.is_unspecified() || v4.is_broadcast() {
-                Some("unspecified")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local (cloud metadata)")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("shared (CGNAT)")
-            } else if v4.is_multicast() || a >= 240 || a == 0 {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if v6.is_loopback() {
-                (!allow_loopback).then_some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if v6.is_unique_local() {
-                Some("unique-local")
-            } else if v6.is_unicast_link_local() {
-                Some("link-local")
-            } else if v6.is_multicast() {
-                Some("multicast")
-            } else {
-                None
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,42 +263,5 @@ mod tests {
         assert_eq!(cache_lifetime("max-age=60, no-cache"), None);
         assert_eq!(cache_lifetime("public"), None);
         assert_eq!(cache_lifetime("max-age=x"), None);
-    }
-
-    #[test]
-    fn draft_6_5_ssrf_address_classes() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        for (addr, kind) in [
-            ("127.0.0.1", "loopback"),
-            ("::1", "loopback"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("10.1.2.3", "private"),
-            ("172.16.0.1", "private"),
-            ("192.168.1.1", "private"),
-            ("169.254.169.254", "link-local (cloud metadata)"),
-            ("100.64.0.1", "shared (CGNAT)"),
-            ("0.0.0.0", "unspecified"),
-            ("::", "unspecified"),
-            ("fd00:ec2::254", "unique-local"),
-            ("fe80::1", "link-local"),
-            ("224.0.0.1", "reserved"),
-        ] {
-            assert_eq!(refused_kind(ip(addr), false), Some(kind), "{addr}");
-        }
-        assert_eq!(refused_kind(ip("127.0.0.1"), true), None);
-        assert_eq!(refused_kind(ip("::1"), true), None);
-        assert_eq!(refused_kind(ip("10.0.0.1"), true), Some("private"));
-        assert_eq!(refused_kind(ip("93.184.216.34"), false), None);
-        assert_eq!(refused_kind(ip("2606:4700::1111"), false), None);
-        assert_eq!(refused_kind(ip("100.128.0.1"), false), None);
-    }
-
-    #[tokio::test]
-    async fn a_name_resolving_to_loopback_is_refused_unless_allowed() {
-        let url = Url::parse("https://localhost:1/client.json").unwrap();
-        let refused = checked_address(&url, false).await.unwrap_err();
-        assert!(refused.0.contains("loopback"), "{refused:?}");
-        let address = checked_address(&url, true).await.unwrap();
-        assert!(address.ip().is_loopback());
     }
 }
