@@ -119,18 +119,28 @@ defmodule ExMCP.Authorization.MixTasksTest do
     {stdout, _} = run_task("mcp.demo", [])
 
     for step <- [
-          "1. register_client",
-          "2. get_client_information",
-          "3. update_client_information",
-          "4. delete_client"
+          "0. The MCP server without a token\n   HTTP 401\n   WWW-Authenticate: Bearer resource_metadata=",
+          "1. discover (RFC 9728 resource metadata, then RFC 8414)",
+          "client_id_metadata_document_supported: true",
+          "2. obtain_client through a Client ID Metadata Document",
+          "registration_method: :client_id_metadata_document",
+          "3. obtain_client through dynamic registration (RFC 7591 §3)",
+          "registration_method: :dynamic",
+          "4. get_client_information",
+          "5. update_client_information",
+          "6. delete_client"
         ] do
       assert stdout =~ step
     end
 
+    # The embedded server fetched the demo's document and approved it.
+    assert stdout =~
+             ~r{/authorize and answered HTTP 302\n   → http://localhost:8080/callback\?code=[^&]+&state=demo-state&iss=}
+
     assert stdout =~ "the server rotated the registration access token: true"
 
     assert stdout =~
-             "5. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
+             "7. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
 
     assert stdout =~ "Clients left on the server: 0"
   end
