@@ -511,6 +511,78 @@ defmodule ExMCP.Authorization.ClientRegistration do
   end
 
   @doc """
+  Builds the Client ID Metadata Document a client serves at `url`, its
+  `client_id` (draft-ietf-oauth-client-id-metadata-document-00).
+
+  An authorization server that advertises
+  `client_id_metadata_document_supported: true` fetches this document when
+  the client presents `url` as its `client_id`, instead of a registration.
+  Serve the returned map as JSON (`application/json`) at `url`.
+
+  `client_metadata` is a `t:registration_request/0` without
+  `:registration_endpoint` (`:client_name` and `:redirect_uris` required). It
+  is checked and completed by the same rules as a registration (field types,
+  redirect URIs, `grant_types`, `response_types`, derived `application_type`),
+  and:
+
+    * `url` must be https with a path other than `/`, no `.`/`..` segment, no
+      fragment, no user name or password, written in normalized form (§3);
+    * the document's `"client_id"` is `url` (a `:client_id` you pass must
+      equal it) (§4.1);
+    * there is no secret: `:client_secret` is refused, and so is a
+      shared-secret `:token_endpoint_auth_method` (`client_secret_basic`,
+      `client_secret_post`, `client_secret_jwt`); it defaults to `"none"`
+      (§4.1).
+
+  Option `allow_loopback_http: true` (default `false`) accepts an
+  `http://` URL on a loopback host (`localhost`, `127.0.0.0/8`, `[::1]`), for
+  local development against a server that allows loopback documents, such as
+  `ExMCP.Authorization.RegistrationServer` with
+  `client_id_metadata_documents: [allow_loopback: true]`.
+
+  No network call is made. Errors are the reasons of `register_client/2`,
+  such as `{:invalid_field, :client_id, message}` or
+  `{:invalid_field, :token_endpoint_auth_method, message}`.
+
+  ## Example
+
+      {:ok, document} =
+        client_metadata_document("https://app.example.com/oauth/client.json", %{
+          client_name: "My MCP Client",
+          redirect_uris: ["http://127.0.0.1:8080/callback"]
+        })
+
+      document["client_id"]
+      #=> "https://app.example.com/oauth/client.json"
+      document["token_endpoint_auth_method"]
+      #=> "none"
+  """
+  @spec client_metadata_document(String.t(), map(), allow_loopback_http: boolean()) ::
+          {:ok, %{optional(String.t()) => term()}} | {:error, reason()}
+  def client_metadata_document(url, client_metadata, opts \\ []) do
+    client_metadata = request_map!(client_metadata, "client metadata")
+
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "options must be a keyword list, got: #{type_name(opts)}"
+    end
+
+    allow_loopback_http =
+      Enum.reduce(opts, false, fn
+        {:allow_loopback_http, flag}, _ when is_boolean(flag) ->
+          flag
+
+        {:allow_loopback_http, other}, _ ->
+          raise ArgumentError, "option :allow_loopback_http must be a boolean, got: #{inspect(other)}"
+
+        {key, _}, _ ->
+          raise ArgumentError,
+                "unknown option #{inspect(key)}; client_metadata_document/3 accepts :allow_loopback_http"
+      end)
+
+    Native.client_metadata_document(url, client_metadata, allow_loopback_http)
+  end
+
+  @doc """
   Turns any error reason of this module into one human sentence. It never
   contains a secret or a token.
 

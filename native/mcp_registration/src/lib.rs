@@ -5,6 +5,7 @@
 //! client applies before sending.
 
 pub mod client;
+pub mod client_id_metadata_document;
 pub mod discovery;
 pub mod error;
 pub mod etf;
