@@ -1,7 +1,7 @@
 // A real RFC 7591/7592 authorization server for the Elixir integration tests
 // (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
 //
-//   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate]
+//   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate] [--issuer-path /PATH]
 //
 // Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
 // dynamic registration (features.registration) and its management
@@ -9,6 +9,10 @@
 //
 //   --initial-access-token TOKEN  registration requires `Authorization: Bearer TOKEN`
 //   --rotate                      every update (PUT) rotates the registration access token
+//   --issuer-path /PATH           the issuer is http://127.0.0.1:<port>/PATH and the provider is
+//                                 mounted there: its OpenID discovery document is at
+//                                 /PATH/.well-known/openid-configuration, and every URL outside
+//                                 /PATH answers 404 (RFC 8414 §3.1 / OIDC Discovery §4 path cases)
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -51,6 +55,7 @@ try {
     options: {
       'initial-access-token': { type: 'string' },
       rotate: { type: 'boolean', default: false },
+      'issuer-path': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -69,7 +74,12 @@ await new Promise((resolve, reject) => {
   server.listen(0, '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuerPath = (options['issuer-path'] ?? '').replace(/\/+$/, '');
+if (issuerPath !== '' && !/^\/[A-Za-z0-9._~\/-]+$/.test(issuerPath)) {
+  console.error(`oidc_provider.mjs: --issuer-path must be an absolute path, got ${issuerPath}`);
+  process.exit(2);
+}
+const issuer = `http://127.0.0.1:${port}${issuerPath}`;
 
 const registration = { enabled: true };
 if (options['initial-access-token'] !== undefined) {
@@ -94,7 +104,23 @@ const provider = new Provider(issuer, {
 
 provider.on('server_error', (_ctx, error) => console.error('oidc-provider server_error:', error));
 
-server.on('request', provider.callback());
+const callback = provider.callback();
+if (issuerPath === '') {
+  server.on('request', callback);
+} else {
+  // Mounted under the issuer's path, the way Express's app.use(path, ...)
+  // mounts it: oidc-provider builds its URLs from originalUrl.
+  server.on('request', (req, res) => {
+    if (req.url === issuerPath || req.url.startsWith(`${issuerPath}/`) || req.url.startsWith(`${issuerPath}?`)) {
+      req.originalUrl = req.url;
+      req.url = req.url.slice(issuerPath.length) || '/';
+      callback(req, res);
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{"error":"not_found"}');
+    }
+  });
+}
 
 // Read the registration endpoint from the provider's own discovery document
 // rather than assuming its default path.

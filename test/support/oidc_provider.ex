@@ -12,6 +12,9 @@ defmodule ExMCP.Test.OidcProvider do
     * `:initial_access_token` - registration then requires this bearer token
     * `:rotate` - when `true`, every update rotates the registration access token
       (default `false`)
+    * `:issuer_path` - e.g. `"/tenant/a"`: the issuer gets this path and the
+      provider is mounted under it (OpenID discovery at
+      `<issuer>/.well-known/openid-configuration`, 404 elsewhere)
     * `:startup_timeout` - milliseconds to wait for the server to listen (default `20_000`)
     * `:id` - the child spec id, to run several servers under one supervisor
 
@@ -123,7 +126,14 @@ defmodule ExMCP.Test.OidcProvider do
       end
 
     rotate_args = if Keyword.get(opts, :rotate, false), do: ["--rotate"], else: []
-    token_args ++ rotate_args
+
+    path_args =
+      case Keyword.get(opts, :issuer_path) do
+        nil -> []
+        path when is_binary(path) -> ["--issuer-path", path]
+      end
+
+    token_args ++ rotate_args ++ path_args
   end
 
   defp await_ready(port, partial, deadline) do
