@@ -20,7 +20,7 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.{ClientRegistration, RegistrationServer}
-  alias ExMCP.Test.{FixtureServer, NodeScript}
+  alias ExMCP.Test.{FixtureServer, NodeScript, TestCA}
 
   @moduletag :mcp_sdk
   @moduletag :tmp_dir
@@ -30,43 +30,8 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
 
   setup_all do
     dir = Path.join(System.tmp_dir!(), "ex_mcp_cimd_tls_#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
-    %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: certificates(dir)}
-  end
-
-  defp openssl!(dir, args) do
-    case System.cmd("openssl", args, cd: dir, stderr_to_stdout: true) do
-      {_, 0} -> :ok
-      {output, status} -> flunk("openssl #{Enum.join(args, " ")} exited with #{status}:\n#{output}")
-    end
-  end
-
-  # A CA and a server certificate it signed for 127.0.0.1.
-  defp certificates(dir) do
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    openssl!(
-      dir,
-      ["req", "-x509"] ++
-        ec ++
-        ~w(-keyout ca.key -out ca.pem -days 30 -subj /CN=ExMCP-CIMD-Test-CA
-           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign)
-    )
-
-    openssl!(dir, ["req"] ++ ec ++ ~w(-keyout server.key -out server.csr -subj /CN=127.0.0.1))
-
-    File.write!(
-      Path.join(dir, "server.ext"),
-      "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    )
-
-    openssl!(
-      dir,
-      ~w(x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 30 -set_serial 2 -out server.pem -extfile server.ext)
-    )
-
-    %{ca: Path.join(dir, "ca.pem"), cert: Path.join(dir, "server.pem"), key: Path.join(dir, "server.key")}
+    %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: TestCA.create!(dir)}
   end
 
   # Serves `document.(url)` at /client.json over TLS; the URL is rebuilt from

@@ -2,6 +2,7 @@
 // (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
 //
 //   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate] [--issuer-path /PATH]
+//                                       [--client-id-metadata-documents]
 //
 // Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
 // dynamic registration (features.registration) and its management
@@ -13,6 +14,12 @@
 //                                 mounted there: its OpenID discovery document is at
 //                                 /PATH/.well-known/openid-configuration, and every URL outside
 //                                 /PATH answers 404 (RFC 8414 §3.1 / OIDC Discovery §4 path cases)
+//   --client-id-metadata-documents
+//                                 enables the experimental features.clientIdMetadataDocument
+//                                 (draft-ietf-oauth-client-id-metadata-document, "draft-02"): an
+//                                 https URL client_id is fetched and checked. For the tests' loopback
+//                                 document host, the fetch hook drops oidc-provider's special-use-IP
+//                                 dispatcher; trust the host's CA with NODE_EXTRA_CA_CERTS.
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -56,6 +63,7 @@ try {
       'initial-access-token': { type: 'string' },
       rotate: { type: 'boolean', default: false },
       'issuer-path': { type: 'string' },
+      'client-id-metadata-documents': { type: 'boolean', default: false },
     },
     strict: true,
     allowPositionals: false,
@@ -92,7 +100,17 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
   extraClientMetadata: { properties: ['software_id', 'software_version'] },
+  ...(options['client-id-metadata-documents']
+    ? {
+        // Development only: the document host is on 127.0.0.1, which
+        // oidc-provider's own dispatcher refuses (a special-use address).
+        fetch: (url, { dispatcher, ...rest }) => globalThis.fetch(url, rest),
+      }
+    : {}),
   features: {
+    ...(options['client-id-metadata-documents']
+      ? { clientIdMetadataDocument: { enabled: true, ack: 'draft-02' } }
+      : {}),
     registration,
     registrationManagement: {
       enabled: true,

@@ -15,6 +15,11 @@ defmodule ExMCP.Test.OidcProvider do
     * `:issuer_path` - e.g. `"/tenant/a"`: the issuer gets this path and the
       provider is mounted under it (OpenID discovery at
       `<issuer>/.well-known/openid-configuration`, 404 elsewhere)
+    * `:client_id_metadata_documents` - when `true`, oidc-provider's experimental
+      Client ID Metadata Document feature is on, and documents may be fetched
+      from loopback (development)
+    * `:extra_ca_certs` - a PEM file Node trusts besides its roots
+      (`NODE_EXTRA_CA_CERTS`), for a document host with a test CA
     * `:startup_timeout` - milliseconds to wait for the server to listen (default `20_000`)
     * `:id` - the child spec id, to run several servers under one supervisor
 
@@ -63,6 +68,7 @@ defmodule ExMCP.Test.OidcProvider do
           :use_stdio,
           {:line, 65_536},
           {:cd, @servers_dir},
+          {:env, env(opts)},
           {:args, [@script | script_args(opts)]}
         ])
 
@@ -133,7 +139,20 @@ defmodule ExMCP.Test.OidcProvider do
         path when is_binary(path) -> ["--issuer-path", path]
       end
 
-    token_args ++ rotate_args ++ path_args
+    cimd_args =
+      if Keyword.get(opts, :client_id_metadata_documents, false),
+        do: ["--client-id-metadata-documents"],
+        else: []
+
+    token_args ++ rotate_args ++ path_args ++ cimd_args
+  end
+
+  # Node reads extra trusted CAs from the environment at start-up only.
+  defp env(opts) do
+    case Keyword.get(opts, :extra_ca_certs) do
+      nil -> []
+      path -> [{~c"NODE_EXTRA_CA_CERTS", String.to_charlist(path)}]
+    end
   end
 
   defp await_ready(port, partial, deadline) do
