@@ -557,7 +557,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
       document["token_endpoint_auth_method"]
       #=> "none"
   """
-  @spec client_metadata_document(String.t(), map(), allow_loopback_http: boolean()) ::
+  @spec client_metadata_document(String.t(), map(), [{:allow_loopback_http, boolean()}]) ::
           {:ok, %{optional(String.t()) => term()}} | {:error, reason()}
   def client_metadata_document(url, client_metadata, opts \\ []) do
     client_metadata = request_map!(client_metadata, "client metadata")
