@@ -25,6 +25,16 @@ struct Canned {
     body: Vec<u8>,
 }
 
+impl Canned {
+    fn ok(body: Vec<u8>) -> Self {
+        Canned {
+            status: 200,
+            headers: vec![],
+            body,
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 struct DocumentHost {
     base: String,
@@ -64,11 +74,21 @@ impl DocumentHost {
                         headers: vec![],
                         body: b"not found".to_vec(),
                     });
-                    let mut answer = format!(
-                        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                        canned.status,
-                        canned.body.len()
-                    );
+                    if canned.status == 0 {
+                        // Never answer; hold the connection until the peer goes.
+                        let _ = stream.read(&mut byte).await;
+                        return;
+                    }
+                    let mut answer =
+                        format!("HTTP/1.1 {} X\r\nconnection: close\r\n", canned.status);
+                    // A body delimited by the connection's end when asked.
+                    if !canned
+                        .headers
+                        .iter()
+                        .any(|(name, _)| *name == "x-no-length")
+                    {
+                        answer.push_str(&format!("content-length: {}\r\n", canned.body.len()));
+                    }
                     for (name, value) in &canned.headers {
                         answer.push_str(&format!("{name}: {value}\r\n"));
                     }
@@ -484,4 +504,46 @@ async fn registered_clients_and_oauth21_authorization_errors() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draft_6_6_bounded_reads_and_a_fetch_deadline() {
+    let host = DocumentHost::start().await;
+    let server = start(Some(ClientIdDocuments {
+        allow_loopback: true,
+        fetch_timeout: std::time::Duration::from_millis(300),
+        ..ClientIdDocuments::default()
+    }));
+    // No Content-Length: the cap applies while reading.
+    let mut endless = Canned::ok(vec![b' '; 64 * 1024]);
+    endless.headers.push(("x-no-length", String::new()));
+    let url = host.canned("/streamed.json", endless);
+    let (_, error, description) = refusal(authorize(&server, &url, REDIRECT).await).await;
+    assert_eq!(error, "invalid_client");
+    assert!(
+        description.contains("larger than 5120 bytes"),
+        "{description}"
+    );
+
+    // A host that never answers: refused at the fetch deadline, not later.
+    let url = host.canned(
+        "/silent.json",
+        Canned {
+            status: 0,
+            headers: vec![],
+            body: vec![],
+        },
+    );
+    let started = std::time::Instant::now();
+    let (_, error, description) = refusal(authorize(&server, &url, REDIRECT).await).await;
+    assert_eq!(error, "invalid_client");
+    assert!(
+        description.contains("timed out after 300 ms"),
+        "{description}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
