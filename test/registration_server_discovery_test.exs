@@ -60,6 +60,38 @@ defmodule ExMCP.Authorization.RegistrationServerDiscoveryTest do
     refute Map.has_key?(metadata, "client_id_metadata_document_supported")
   end
 
+  test "discover/2 from the resource URL, from a real 401, then obtain_client/3 registers here" do
+    server =
+      start_server!(
+        protected_resource: [resource: "/mcp", scopes_supported: ["mcp:read", "mcp:write"]],
+        client_id_metadata_documents: true
+      )
+
+    base = RegistrationServer.url(server)
+    mcp_url = RegistrationServer.resource_url(server)
+    {401, headers, _} = get(mcp_url)
+
+    for opts <- [[], [www_authenticate: headers["www-authenticate"]]] do
+      assert {:ok, discovery} = ClientRegistration.discover(mcp_url, opts)
+      assert discovery.resource == mcp_url
+      assert discovery.resource_metadata_url == base <> "/.well-known/oauth-protected-resource/mcp"
+      # RFC 8414 §3.3: the issuer the resource names is the metadata's own.
+      assert discovery.issuer == base
+      assert discovery.scope == "mcp:read mcp:write"
+      assert discovery.authorization_server.client_id_metadata_document_supported == true
+
+      assert discovery.authorization_server.registration_endpoint ==
+               RegistrationServer.registration_endpoint(server)
+    end
+
+    {:ok, discovery} = ClientRegistration.discover(mcp_url)
+    metadata = %{client_name: "Discovered", redirect_uris: [@redirect_uri]}
+    assert {:ok, client} = ClientRegistration.obtain_client(discovery, metadata)
+    assert client.registration_method == :dynamic
+    assert client.issuer == base
+    assert {:ok, %{scope: "mcp:read mcp:write"}} = RegistrationServer.lookup(server, client.client_id)
+  end
+
   test "without the options there is no resource and no document support" do
     server = start_server!([])
     assert RegistrationServer.resource_url(server) == nil
