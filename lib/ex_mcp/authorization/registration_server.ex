@@ -154,7 +154,7 @@ defmodule ExMCP.Authorization.RegistrationServer do
   | `:rotate_registration_access_token` | `false` | Issue a new registration access token on every update; the old one stops working. |
   | `:client_secret_expires_in` | `0` | Lifetime of issued client secrets in seconds; `0` means they never expire. |
   | `:max_body_bytes` | `65_536` | Largest request body accepted. |
-  | `:protected_resource` | `nil` | RFC 9728: `[resource: "/mcp" \| url, scopes_supported: [scope], resource_name: name]`. `:resource` is required. |
+  | `:protected_resource` | `nil` | RFC 9728: `[resource: "/mcp", scopes_supported: [scope], resource_name: name]`; `:resource`, required, is a path on this server or an absolute URL. |
   | `:client_id_metadata_documents` | `false` | `true`, or `[allow_loopback: false, fetch_timeout: 5_000, max_document_bytes: 5_120, cacertfile: nil]`: accept Client ID Metadata Documents at `/authorize` and advertise `client_id_metadata_document_supported`. `allow_loopback: true` (development) fetches documents from loopback addresses, over http too; `cacertfile` adds CA certificates for the fetch. |
   | `:name` | `nil` | Registers the process under this name (`GenServer` naming). |
 
