@@ -219,6 +219,16 @@ defmodule ExMCP.Authorization.DiscoveryTest do
              } = client
 
       refute_received {:path, "/register"}
+
+      # The draft's URL rules (client_metadata_document/3): https with a path.
+      assert {:error, {:invalid_field, :client_id, _}} =
+               CR.obtain_client(base <> "/mcp", @metadata, client_metadata_url: "https://app.example.com/")
+
+      # Loopback http only because discovery started on loopback.
+      assert {:ok, %{client_id: "http://127.0.0.1:9/client.json"}} =
+               CR.obtain_client(base <> "/mcp", @metadata,
+                 client_metadata_url: "http://127.0.0.1:9/client.json"
+               )
     end
 
     test "3. dynamic registration with discovery's scope and the server's auth method" do
