@@ -152,9 +152,7 @@ defmodule ExMCP.Authorization.DiscoveryTest do
         }
       end)
 
-    assert {:error,
-            {:url_refused, "https://169.254.169.254/.well-known/oauth-authorization-server", message} = reason} =
-             CR.discover(base)
+    assert {:error, {:url_refused, "https://169.254.169.254/", message} = reason} = CR.discover(base)
 
     assert message =~ "cloud metadata"
     assert CR.format_error(reason) =~ "refused to contact"
