@@ -597,3 +597,24 @@ async fn bodies_are_capped() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_learned_name_goes_through_the_guarded_resolver_and_loopback_is_allowed_from_loopback() {
+    // The issuer is on another origin (localhost, not 127.0.0.1), so its
+    // metadata is fetched by the guarded client, whose resolver resolves
+    // `localhost` with the system resolver and keeps the loopback addresses
+    // because discovery started on loopback.
+    let f = Fixture::start().await;
+    let port = f.base.rsplit(':').next().unwrap().to_owned();
+    let issuer = format!("http://localhost:{port}");
+    f.json(
+        "/.well-known/oauth-protected-resource",
+        json!({"resource": f.base, "authorization_servers": [issuer]}),
+    );
+    f.json(
+        "/.well-known/oauth-authorization-server",
+        f.as_document(&issuer),
+    );
+    let found = discover(&f.base, &[]).await.unwrap();
+    assert_eq!(found.issuer, issuer);
+}
