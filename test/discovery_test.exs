@@ -152,9 +152,7 @@ defmodule ExMCP.Authorization.DiscoveryTest do
         }
       end)
 
-    assert {:error,
-            {:url_refused, "https://169.254.169.254/.well-known/oauth-authorization-server", message} = reason} =
-             CR.discover(base)
+    assert {:error, {:url_refused, "https://169.254.169.254/", message} = reason} = CR.discover(base)
 
     assert message =~ "cloud metadata"
     assert CR.format_error(reason) =~ "refused to contact"
@@ -219,6 +217,16 @@ defmodule ExMCP.Authorization.DiscoveryTest do
              } = client
 
       refute_received {:path, "/register"}
+
+      # The draft's URL rules (client_metadata_document/3): https with a path.
+      assert {:error, {:invalid_field, :client_id, _}} =
+               CR.obtain_client(base <> "/mcp", @metadata, client_metadata_url: "https://app.example.com/")
+
+      # Loopback http only because discovery started on loopback.
+      assert {:ok, %{client_id: "http://127.0.0.1:9/client.json"}} =
+               CR.obtain_client(base <> "/mcp", @metadata,
+                 client_metadata_url: "http://127.0.0.1:9/client.json"
+               )
     end
 
     test "3. dynamic registration with discovery's scope and the server's auth method" do

@@ -91,6 +91,35 @@ defmodule ExMCP.Authorization.MixTasksTest do
     assert %{"client_name" => "Embedded", "application_type" => "native"} = decode!(stdout)
   end
 
+  test "mcp.register --server discovers from the MCP URL, then registers" do
+    server =
+      start_supervised!(
+        {RegistrationServer, port: 0, protected_resource: [resource: "/mcp", scopes_supported: ["mcp:read"]]},
+        id: :prm
+      )
+
+    mcp_url = RegistrationServer.resource_url(server)
+
+    {stdout, stderr} = run_task("mcp.register", ["--server", mcp_url, "--name", "Discovered"])
+    printed = decode!(stdout)
+
+    assert stderr =~
+             "Protected resource metadata: #{RegistrationServer.url(server)}/.well-known/oauth-protected-resource/mcp"
+
+    assert stderr =~
+             "Obtained client #{printed["client_id"]} from #{RegistrationServer.url(server)} by dynamic registration"
+
+    assert %{"registration_method" => "dynamic", "client_name" => "Discovered", "scope" => "mcp:read"} =
+             printed
+
+    assert printed["issuer"] == RegistrationServer.url(server)
+
+    error =
+      assert_raise Mix.Error, fn -> run_task("mcp.register", ["--server", "http://mcp.example.com/mcp"]) end
+
+    assert error.message =~ "must use https"
+  end
+
   test "errors are printed with format_error/1 and fail the task" do
     error =
       assert_raise Mix.Error, fn ->

@@ -88,6 +88,12 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. |
   | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
   | `:replace` | `false` | `update_client_information/4` only: send `updates` as the whole record instead of merging over the current one. |
+  | `:www_authenticate` | `nil` | `discover/2`, `obtain_client/3`: the `WWW-Authenticate` value (a string) or values (a list) of the MCP server's 401; their `Bearer` challenge's `resource_metadata` and `scope` are used. |
+  | `:resource_metadata_url` | `nil` | `discover/2`, `obtain_client/3`: fetch the RFC 9728 metadata here first. |
+  | `:issuer` | `nil` | `discover/2`, `obtain_client/3`: skip RFC 9728 and discover this authorization server. |
+  | `:allow_private_networks` | `false` | `discover/2`, `obtain_client/3`: let learned URLs reach private and other special addresses (see Discovery). |
+  | `:client_id`, `:client_secret`, `:token_endpoint_auth_method` | `nil` | `obtain_client/3`: a pre-registered client. |
+  | `:client_metadata_url` | `nil` | `obtain_client/3`: the URL of the client's Client ID Metadata Document. |
 
   Defaults of `:timeout`, `:connect_timeout`, `:max_response_bytes`,
   `:headers` and `:cacertfile` can be set in the application environment:
@@ -98,6 +104,67 @@ defmodule ExMCP.Authorization.ClientRegistration do
   The tokio worker count is read once, when the NIF loads:
   `config :ex_mcp_registration, runtime_worker_threads: 2` (default: 2, or 1
   on a one-core machine).
+
+  ## Discovery
+
+  `discover/2` starts from an MCP server's URL, as the MCP authorization
+  specification (2025-11-25) prescribes, and `obtain_client/3` gets a client
+  identity from what it found:
+
+      {:ok, discovery} = discover("https://mcp.example.com/mcp", www_authenticate: challenge)
+      {:ok, client} = obtain_client(discovery, %{client_name: "App", redirect_uris: [cb]})
+
+  The order:
+
+    1. Protected resource metadata (RFC 9728): the challenge's
+       `resource_metadata` URL (or `:resource_metadata_url`), then
+       `/.well-known/oauth-protected-resource/<path>`, then
+       `/.well-known/oauth-protected-resource`. Its `resource` must have the
+       server URL's origin, and the server URL's path must be its path or lie
+       below it; otherwise `{:resource_mismatch, resource, server_url}` and
+       nothing more is fetched. The first of `authorization_servers` is the
+       issuer.
+    2. Authorization server metadata. For an issuer with a path `/t`:
+       `/.well-known/oauth-authorization-server/t`,
+       `/.well-known/openid-configuration/t`,
+       `/t/.well-known/openid-configuration`. Without a path:
+       `/.well-known/oauth-authorization-server`, then
+       `/.well-known/openid-configuration`. The document's `issuer` must equal
+       the issuer (RFC 8414 §3.3), compared as parsed URLs. `:issuer` skips
+       step 1.
+    3. A 4xx moves on to the next URL; a 5xx, a redirect (never followed) or
+       a transport failure stops with `{:discovery_failed, url, reason}`.
+    4. 2025-03-26 compatibility: without resource metadata, the server URL's
+       origin is the authorization server's base URL, and its document's own
+       `issuer` is reported. Without metadata there either, the endpoints are
+       `/authorize`, `/token` and `/register` on that origin and
+       `authorization_server_metadata` is `:defaults`.
+
+  `scope` is the challenge's `scope`, else the resource metadata's
+  `scopes_supported` joined by spaces, else `nil`. See `t:discovery/0` for
+  the result; `resource` is the canonical resource URI to send with RFC 8707
+  requests (the metadata's `resource`, else the server URL without fragment).
+
+  Security, since discovery follows URLs that other servers chose:
+
+    * The server URL, `:resource_metadata_url` and `:issuer` are the
+      caller's: https, or http on a loopback host. URLs on the server URL's
+      origin are treated as the caller's.
+    * Every other URL (the challenge's `resource_metadata`,
+      `authorization_servers`, the registration endpoint `obtain_client/3`
+      uses) must be https; plain http is allowed only to a loopback host, and
+      only when the server URL is itself loopback.
+    * Such a URL whose host is, or resolves to, a loopback, private,
+      link-local, unique-local, CGNAT, unspecified, other special-purpose or
+      cloud-metadata address is refused with `{:url_refused, url, message}`,
+      unless `allow_private_networks: true` (loopback is allowed when the
+      server URL is loopback).
+    * The host name is resolved once by a resolver inside the HTTP client,
+      which keeps only the addresses that pass; the connection goes to one of
+      them, so no second DNS answer can redirect it. IP literals are checked
+      directly.
+    * Redirects are never followed, bodies are capped by
+      `:max_response_bytes`, and `:timeout` is one deadline over every fetch.
 
   ## Errors
 
@@ -116,6 +183,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `{:invalid_response, message}` | A success answer without a usable `client_id`, a known field of the wrong type, or a 2xx status the protocol does not use there (a 201 to a GET). |
   | `{:json_decode_error, message}` | A success answer that is not JSON. |
   | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange), `{:cacertfile, message}` or `{:panic, message}` (a bug, reported rather than crashing). |
+  | `{:discovery_failed, url, reason}` | Discovery stopped at `url`: a 5xx or a redirect (`{:http_error, status, body}`) or a transport failure (`{:request_failed, _}`). |
+  | `{:invalid_metadata, url, message}` | The document at `url` is not a JSON object, lacks RFC 9728's `resource` or `authorization_servers`, or a known member has the wrong type. |
+  | `{:resource_mismatch, resource, server_url}` | The protected resource metadata is for a resource that does not cover the server URL. |
+  | `{:issuer_mismatch, expected, found}` | The authorization server metadata names another issuer (RFC 8414 §3.3). |
+  | `{:authorization_server_metadata_not_found, issuer, urls}` | Every URL tried for `issuer` answered 4xx. |
+  | `{:url_refused, url, message}` | A learned URL is plain http or resolves to a refused address (see Discovery). |
+  | `{:invalid_www_authenticate, message}` | `:www_authenticate` is not a valid challenge list (RFC 9110 §11.6.1). |
+  | `{:no_registration_path, checked}` | `obtain_client/3` found no way to obtain a client; `checked` says why for each path. |
 
   No reason, message or log line ever holds a client secret or a token.
   """

@@ -241,6 +241,11 @@ impl Discover {
         &self,
         issuer: &str,
     ) -> Result<(String, Map<String, Value>), Error> {
+        // A learned issuer that breaks the https or address rules is refused
+        // as such, before its form is judged.
+        if let Ok(url) = Url::parse(issuer) {
+            self.options.address_policy(&url)?;
+        }
         let issuer_url =
             check_issuer_form(issuer).map_err(|message| DiscoveryError::InvalidMetadata {
                 url: issuer.to_owned(),

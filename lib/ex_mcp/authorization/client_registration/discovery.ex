@@ -8,7 +8,7 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
   # the registration priority: pre-registered, Client ID Metadata Document,
   # dynamic registration (RFC 7591), else an error naming what was checked.
 
-  alias ExMCP.Authorization.Native
+  alias ExMCP.Authorization.{ClientRegistration, Native}
 
   @native_keys [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
 
@@ -57,7 +57,7 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
 
     cond do
       cimd_url && server[:client_id_metadata_document_supported] == true ->
-        {:ok, metadata_document_client(discovery, cimd_url, client_metadata)}
+        metadata_document_client(discovery, cimd_url, client_metadata)
 
       is_binary(server[:registration_endpoint]) ->
         register(discovery, client_metadata, opts, deadline)
@@ -82,17 +82,45 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
     })
   end
 
-  # The draft's client_id is the document's URL and there is no secret.
+  # The draft's client_id is the document's URL and there is no secret. The
+  # URL and the metadata are checked by the draft's rules, the ones
+  # client_metadata_document/3 applies to the document the caller serves;
+  # loopback http is accepted only when discovery started on loopback, as
+  # for every other URL (net_guard.rs).
   defp metadata_document_client(discovery, url, client_metadata) do
-    client_metadata
-    |> base_client(discovery)
-    |> Map.merge(%{
-      client_id: url,
-      client_secret: nil,
-      issuer: discovery.issuer,
-      registration_method: :client_id_metadata_document,
-      token_endpoint_auth_method: "none"
-    })
+    allow_loopback_http = loopback?(discovery.server_url)
+
+    with {:ok, document} <-
+           ClientRegistration.client_metadata_document(url, client_metadata,
+             allow_loopback_http: allow_loopback_http
+           ) do
+      {:ok,
+       document
+       |> base_client(discovery)
+       |> Map.merge(%{
+         client_id: url,
+         client_secret: nil,
+         issuer: discovery.issuer,
+         registration_method: :client_id_metadata_document,
+         token_endpoint_auth_method: "none"
+       })}
+    end
+  end
+
+  # RFC 8252 §8.3's loopback hosts, as uri.rs's is_loopback_host has them.
+  defp loopback?(url) do
+    case URI.parse(url).host do
+      nil ->
+        false
+
+      host ->
+        case :inet.parse_address(String.to_charlist(host)) do
+          {:ok, {127, _, _, _}} -> true
+          {:ok, {0, 0, 0, 0, 0, 0, 0, 1}} -> true
+          {:ok, _} -> false
+          {:error, _} -> String.downcase(host) == "localhost"
+        end
+    end
   end
 
   defp register(discovery, client_metadata, opts, deadline) do

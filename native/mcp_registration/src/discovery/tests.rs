@@ -53,6 +53,11 @@ impl Fixture {
                         .get(&path)
                         .cloned()
                         .unwrap_or((404, vec![], "{\"error\":\"not found\"}".into()));
+                    if status == 0 {
+                        // Never answer: the caller's deadline must end it.
+                        let _ = socket.read(&mut buf).await;
+                        return;
+                    }
                     let mut answer = format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
                         body.len()
@@ -119,6 +124,16 @@ async fn discover_with(
         timeout: Duration::from_secs(5),
         ..Options::default()
     };
+    discover_options(server_url, www, resource_metadata_url, issuer, options).await
+}
+
+async fn discover_options(
+    server_url: &str,
+    www: &[&str],
+    resource_metadata_url: Option<&str>,
+    issuer: Option<&str>,
+    options: Options,
+) -> Result<Discovery, Error> {
     let www: Vec<String> = www.iter().map(|s| s.to_string()).collect();
     Discover::new(
         server_url,
@@ -429,7 +444,7 @@ async fn learned_urls_on_private_addresses_are_refused_without_a_request() {
     let err = discover(&f.base, &[]).await.unwrap_err();
     assert!(
         matches!(&err, Error::Discovery(DiscoveryError::UrlRefused { url, message })
-            if url == "https://10.0.0.1/.well-known/oauth-authorization-server" && message.contains("private")),
+            if url == "https://10.0.0.1/" && message.contains("private")),
         "{err:?}"
     );
     // http to a host that is not loopback, even from a loopback start.
@@ -534,4 +549,72 @@ fn requests_are_checked_before_any_io() {
         Err(Error::Discovery(DiscoveryError::InvalidWwwAuthenticate(_)))
     ));
     assert!(new("mcp", &[]).is_err());
+}
+
+#[tokio::test]
+async fn one_deadline_covers_every_fetch() {
+    let f = Fixture::start().await;
+    f.json(
+        "/.well-known/oauth-protected-resource",
+        json!({"resource": f.base, "authorization_servers": [f.base]}),
+    );
+    f.respond(
+        "/.well-known/oauth-authorization-server",
+        0,
+        vec![],
+        String::new(),
+    );
+    let options = Options {
+        timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let started = std::time::Instant::now();
+    let err = discover_options(&f.base, &[], None, None, options)
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::Transport(crate::TransportError::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn bodies_are_capped() {
+    let f = Fixture::start().await;
+    let big =
+        json!({"resource": f.base, "authorization_servers": [f.base], "pad": "x".repeat(4096)});
+    f.json("/.well-known/oauth-protected-resource", big);
+    let options = Options {
+        timeout: Duration::from_secs(5),
+        max_response_bytes: 1024,
+        ..Options::default()
+    };
+    let err = discover_options(&f.base, &[], None, None, options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Discovery(DiscoveryError::Fetch { url, cause })
+            if url == &f.url("/.well-known/oauth-protected-resource")
+            && **cause == Error::Transport(crate::TransportError::BodyTooLarge(1024))),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_learned_name_goes_through_the_guarded_resolver_and_loopback_is_allowed_from_loopback() {
+    // The issuer is on another origin (localhost, not 127.0.0.1), so its
+    // metadata is fetched by the guarded client, whose resolver resolves
+    // `localhost` with the system resolver and keeps the loopback addresses
+    // because discovery started on loopback.
+    let f = Fixture::start().await;
+    let port = f.base.rsplit(':').next().unwrap().to_owned();
+    let issuer = format!("http://localhost:{port}");
+    f.json(
+        "/.well-known/oauth-protected-resource",
+        json!({"resource": f.base, "authorization_servers": [issuer]}),
+    );
+    f.json(
+        "/.well-known/oauth-authorization-server",
+        f.as_document(&issuer),
+    );
+    let found = discover(&f.base, &[]).await.unwrap();
+    assert_eq!(found.issuer, issuer);
 }
