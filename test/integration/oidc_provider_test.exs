@@ -237,7 +237,7 @@ defmodule ExMCP.Integration.OidcProviderTest do
                )
 
       # oidc-provider checks a client_secret in the PUT against the client's
-      # own and refuses a mismatch: this passing means it was sent and matched.
+      # own and refuses a mismatch: the one the read returned is accepted.
       assert updated.client_secret == client.client_secret
       assert updated.token_endpoint_auth_method == "client_secret_basic"
       assert updated.client_name == "Confidential v2"
