@@ -222,6 +222,20 @@ defmodule ExMCP.Authorization.CredentialsFidelityTest do
     end
   end
 
+  describe "rules shared with the embedded server" do
+    test "RFC 7591 §2: jwks and jwks_uri together are refused before anything is sent" do
+      server = FixtureServer.start!([])
+
+      request =
+        registration_request(server, %{jwks: %{"keys" => []}, jwks_uri: "https://app.example.com/jwks.json"})
+
+      assert CR.register_client(request) ==
+               {:error, {:invalid_field, :jwks, "must not be sent together with jwks_uri (RFC 7591 §2)"}}
+
+      assert FixtureServer.requests(server) == []
+    end
+  end
+
   describe "format_error/1 and UTF-8" do
     test "a localised error_description is cut on a grapheme boundary, never inside a character" do
       # 1 ASCII byte, then 2-byte characters: a cut at any even byte count falls mid-character.
