@@ -134,15 +134,20 @@ fn check_no_secret(doc: &Map<String, Value>) -> Result<(), RequestError> {
     }
 }
 
-/// Checks and completes the metadata members (everything but `client_id`):
-/// the registration rules of [`metadata::prepare_client_metadata`], with
-/// `token_endpoint_auth_method` defaulting to `"none"`.
-fn prepare(doc: &mut Map<String, Value>) -> Result<(), RequestError> {
-    metadata::drop_empty(doc);
-    doc.entry("token_endpoint_auth_method")
-        .or_insert_with(|| Value::from(DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD));
-    metadata::prepare_client_metadata(doc)
-}
+/// The client's defaults for the document it publishes: no shared secret
+/// is possible (§4.1), so an absent `token_endpoint_auth_method` is
+/// `"none"`; `application_type` is derived (SEP-837 puts it on the client).
+pub const CLIENT_DOCUMENT_POLICY: metadata::Policy = metadata::Policy {
+    token_endpoint_auth_method: DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD,
+    derive_application_type: true,
+};
+
+/// The authorization server's reading of a fetched document: a public
+/// client when the method is absent, and `application_type` only as sent.
+pub const SERVER_DOCUMENT_POLICY: metadata::Policy = metadata::Policy {
+    token_endpoint_auth_method: DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD,
+    derive_application_type: false,
+};
 
 /// Builds the document a client serves at `url` (its `client_id`).
 ///
@@ -185,7 +190,7 @@ pub fn document(
     }
     let mut doc = request::flatten_extra(client_metadata)?;
     check_no_secret(&doc)?;
-    prepare(&mut doc)?;
+    metadata::prepare_client_metadata(&mut doc, &CLIENT_DOCUMENT_POLICY)?;
     doc.insert(CLIENT_ID.into(), Value::from(url));
     Ok(doc)
 }
@@ -194,8 +199,8 @@ pub fn document(
 /// JSON object whose `client_id` equals `url` by simple string comparison,
 /// without secrets, whose metadata passes the registration rules. Returns the
 /// document completed with the defaults (`token_endpoint_auth_method:
-/// "none"`, `grant_types`, `response_types`, `application_type`). Members
-/// that are not client metadata are kept as they are.
+/// "none"`, `grant_types`, `response_types`; `application_type` only as
+/// sent). Members that are not client metadata are kept as they are.
 pub fn verify(url: &str, body: &[u8]) -> Result<Map<String, Value>, RequestError> {
     let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(body) else {
         return Err(invalid("document", "is not a JSON object"));
@@ -211,7 +216,7 @@ pub fn verify(url: &str, body: &[u8]) -> Result<Map<String, Value>, RequestError
         _ => return Err(invalid(CLIENT_ID, "is missing from the document")),
     }
     check_no_secret(&doc)?;
-    prepare(&mut doc)?;
+    metadata::prepare_client_metadata(&mut doc, &SERVER_DOCUMENT_POLICY)?;
     doc.insert(CLIENT_ID.into(), Value::from(url));
     Ok(doc)
 }

@@ -337,6 +337,14 @@ async fn draft_4_1_and_4_5_invalid_documents_are_invalid_client() {
             ),
             "redirect URIs",
         ),
+        (
+            host.serve(
+                "/scheme.json",
+                &json!({"client_id": at("/scheme.json"), "redirect_uris": ["myapp://cb"]}),
+                None,
+            ),
+            "reverse domain name",
+        ),
         (at("/missing.json"), "HTTP 404"),
         (
             host.canned(

@@ -24,6 +24,7 @@ use url::{Host, Url};
 
 use crate::client_id_metadata_document::{self as cimd, MAX_DOCUMENT_BYTES};
 use crate::net_guard::{self, AddressPolicy, GuardedResolver};
+use crate::uri;
 
 /// The longest a document is reused without fetching it again, whatever its
 /// `Cache-Control` says.
@@ -97,8 +98,19 @@ impl DocumentFetcher {
                 }
             };
         let doc = cimd::verify(client_id, &body)
-            .map(Arc::new)
             .map_err(|e| DocumentRefused(format!("the document is invalid: {e}")))?;
+        // This server's policy, as at registration: RFC 8252 §7.1 private-use
+        // schemes are reverse domain names.
+        let uris = doc.get("redirect_uris").and_then(Value::as_array);
+        for uri in uris.into_iter().flatten().filter_map(Value::as_str) {
+            if let Err(problem) = uri::check_native_scheme(uri) {
+                return Err(DocumentRefused(format!(
+                    "the document is invalid: redirect URI {uri:?} {}",
+                    problem.describe()
+                )));
+            }
+        }
+        let doc = Arc::new(doc);
         if let Some(age) = max_age.filter(|age| !age.is_zero()) {
             self.store(client_id, Arc::clone(&doc), age.min(MAX_CACHE_AGE));
         }
