@@ -2,6 +2,7 @@
 // (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
 //
 //   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate] [--issuer-path /PATH]
+//                                       [--client-id-metadata-documents]
 //
 // Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
 // dynamic registration (features.registration) and its management
@@ -13,6 +14,14 @@
 //                                 mounted there: its OpenID discovery document is at
 //                                 /PATH/.well-known/openid-configuration, and every URL outside
 //                                 /PATH answers 404 (RFC 8414 §3.1 / OIDC Discovery §4 path cases)
+//   --client-id-metadata-documents  enables oidc-provider's Client ID Metadata Document support
+//                                 (features.clientIdMetadataDocument, draft-02): discovery says
+//                                 client_id_metadata_document_supported, and an https client_id
+//                                 is resolved by fetching its document. The tests serve that
+//                                 document from 127.0.0.1, which oidc-provider's SSRF protection
+//                                 (a dispatcher refusing special-use addresses) would refuse: in
+//                                 this mode its fetch drops that dispatcher. Trust the test CA with
+//                                 NODE_EXTRA_CA_CERTS.
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -56,6 +65,7 @@ try {
       'initial-access-token': { type: 'string' },
       rotate: { type: 'boolean', default: false },
       'issuer-path': { type: 'string' },
+      'client-id-metadata-documents': { type: 'boolean', default: false },
     },
     strict: true,
     allowPositionals: false,
@@ -87,7 +97,15 @@ if (options['initial-access-token'] !== undefined) {
   registration.initialAccessToken = options['initial-access-token'];
 }
 
+const cimd = options['client-id-metadata-documents'];
+
 const provider = new Provider(issuer, {
+  ...(cimd && {
+    fetch: (url, fetchOptions) => {
+      const { dispatcher: _ssrfGuard, ...rest } = fetchOptions;
+      return fetch(url, rest);
+    },
+  }),
   // oidc-provider rejects any registered `scope` value it does not list here.
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
@@ -99,6 +117,7 @@ const provider = new Provider(issuer, {
       // oidc-provider's own default is true: set it explicitly either way.
       rotateRegistrationAccessToken: options.rotate,
     },
+    ...(cimd && { clientIdMetadataDocument: { enabled: true, ack: 'draft-02' } }),
   },
 });
 
