@@ -8,6 +8,7 @@ mod convert;
 mod discovery;
 mod nifs;
 mod pending;
+mod private_file;
 mod runtime;
 mod server;
 

@@ -138,11 +138,15 @@ fn check_no_secret(doc: &Map<String, Value>) -> Result<(), RequestError> {
 /// the registration rules of [`metadata::prepare_client_metadata`], with
 /// `token_endpoint_auth_method` defaulting to `"none"`.
 fn prepare(doc: &mut Map<String, Value>) -> Result<(), RequestError> {
-    metadata::drop_empty(doc);
-    doc.entry("token_endpoint_auth_method")
-        .or_insert_with(|| Value::from(DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD));
-    metadata::prepare_client_metadata(doc)
+    metadata::prepare_client_metadata(doc, &DOCUMENT_POLICY)
 }
+
+/// A document's defaults: no secret, so `"none"`; `application_type`
+/// derived from the redirect URIs (SEP-837), as for a registration.
+const DOCUMENT_POLICY: metadata::Policy = metadata::Policy {
+    token_endpoint_auth_method: DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD,
+    derive_application_type: true,
+};
 
 /// Builds the document a client serves at `url` (its `client_id`).
 ///
