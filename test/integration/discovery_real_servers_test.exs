@@ -10,6 +10,9 @@ defmodule ExMCP.Integration.DiscoveryRealServersTest do
       the `WWW-Authenticate` of a real 401, then registration;
     * oidc-provider with an issuer that has a path (`/tenant/a`): OpenID
       Connect Discovery found third in the MCP specification's path order;
+    * oidc-provider with its Client ID Metadata Document feature: the client
+      obtained by `obtain_client/3` is accepted by a real authorization
+      request, for which oidc-provider fetches the document we serve;
     * the official MCP Python SDK (PyPI `mcp`) authorization server
       (`test/servers/python_auth_server.py`): RFC 9728 then RFC 8414, and
       registration.
@@ -21,7 +24,7 @@ defmodule ExMCP.Integration.DiscoveryRealServersTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
-  alias ExMCP.Test.{OidcProvider, ScriptServer}
+  alias ExMCP.Test.{FixtureServer, OidcProvider, ScriptServer}
 
   @moduletag :discovery_real_servers
 
@@ -148,6 +151,118 @@ defmodule ExMCP.Integration.DiscoveryRealServersTest do
       assert String.starts_with?(client.registration_client_uri, issuer <> "/reg/")
       assert :ok = CR.delete_client(client.registration_client_uri, client.registration_access_token)
     end
+  end
+
+  describe "oidc-provider with Client ID Metadata Documents (draft-02)" do
+    @describetag :tmp_dir
+
+    setup %{tmp_dir: dir} do
+      {ca, cert, key} = certificates!(dir)
+      node = System.find_executable("node") || flunk("the `node` executable is not on the PATH")
+
+      server =
+        start_supervised!(
+          {ScriptServer,
+           executable: node,
+           args: ["oidc_provider.mjs", "--client-id-metadata-documents"],
+           env: [{"NODE_EXTRA_CA_CERTS", ca}]}
+        )
+
+      %{"issuer" => issuer} = ScriptServer.info(server)
+      %{issuer: issuer, tls: [certfile: cert, keyfile: key]}
+    end
+
+    test "obtain_client/3 picks CIMD, and oidc-provider accepts that client_id by fetching the document", %{
+      issuer: issuer,
+      tls: tls
+    } do
+      test_pid = self()
+
+      documents =
+        FixtureServer.start!(
+          fn request ->
+            send(test_pid, {:document_fetched, request.path})
+            document = :persistent_term.get({__MODULE__, :document, test_pid})
+            {:respond, 200, [{"content-type", "application/json"}], ExMCP.Test.JSON.encode!(document)}
+          end,
+          tls: tls
+        )
+
+      on_exit(fn -> :persistent_term.erase({__MODULE__, :document, test_pid}) end)
+      url = FixtureServer.url(documents, "/oauth/client.json")
+      assert String.starts_with?(url, "https://127.0.0.1:")
+
+      # The document this client serves, built by the draft's rules.
+      assert {:ok, document} = CR.client_metadata_document(url, @metadata)
+      :persistent_term.put({__MODULE__, :document, test_pid}, document)
+
+      assert {:ok, discovery} = CR.discover(issuer <> "/mcp", issuer: issuer)
+      assert discovery.authorization_server.client_id_metadata_document_supported == true
+
+      assert {:ok, client} = CR.obtain_client(discovery, @metadata, client_metadata_url: url)
+
+      assert %{
+               client_id: ^url,
+               client_secret: nil,
+               registration_method: :client_id_metadata_document,
+               token_endpoint_auth_method: "none",
+               issuer: ^issuer
+             } = client
+
+      # A real authorization request with that client_id: oidc-provider
+      # fetches the document, checks it, and goes on to its login
+      # interaction (a redirect) instead of answering invalid_client.
+      query =
+        URI.encode_query(%{
+          "client_id" => client.client_id,
+          "redirect_uri" => hd(client.redirect_uris),
+          "response_type" => "code",
+          "scope" => "openid",
+          "code_challenge" => "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+          "code_challenge_method" => "S256"
+        })
+
+      {:ok, {{_, status, _}, headers, body}} =
+        :httpc.request(
+          :get,
+          {String.to_charlist(discovery.authorization_server.authorization_endpoint <> "?" <> query), []},
+          [timeout: 10_000, autoredirect: false],
+          body_format: :binary
+        )
+
+      assert status in [302, 303], "status #{status}: #{body}"
+      location = List.to_string(:proplists.get_value(~c"location", headers))
+      assert location =~ "/interaction/"
+      assert_received {:document_fetched, "/oauth/client.json"}
+    end
+  end
+
+  # A CA and a certificate for 127.0.0.1 it signed (openssl CLI).
+  defp certificates!(dir) do
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    openssl = fn args ->
+      {output, status} = System.cmd("openssl", args, cd: dir, stderr_to_stdout: true)
+      assert status == 0, "openssl #{Enum.join(args, " ")}: #{output}"
+    end
+
+    openssl.(
+      ["req", "-x509"] ++
+        ec ++
+        ~w(-keyout ca.key -out ca.pem -days 30 -subj /CN=ExMCP-CIMD-CA
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign)
+    )
+
+    openssl.(["req"] ++ ec ++ ~w(-keyout doc.key -out doc.csr -subj /CN=127.0.0.1))
+    File.write!(Path.join(dir, "doc.ext"), "subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth
+")
+
+    openssl.(
+      ~w(x509 -req -in doc.csr -CA ca.pem -CAkey ca.key -days 30 -set_serial 2 -out doc.pem -extfile doc.ext)
+    )
+
+    {Path.join(dir, "ca.pem"), Path.join(dir, "doc.pem"), Path.join(dir, "doc.key")}
   end
 
   describe "the MCP Python SDK's authorization server" do

@@ -1,16 +1,17 @@
 defmodule ExMCP.Integration.OidcProviderCimdTest do
   @moduledoc """
-  The client side of Client ID Metadata Documents against a real third-party
-  authorization server that implements the draft: `oidc-provider` (npm) with
-  its experimental `features.clientIdMetadataDocument` (draft-02 of
+  Client ID Metadata Documents against a real third-party authorization
+  server that implements the draft: `oidc-provider` (npm) with its
+  experimental `features.clientIdMetadataDocument` (draft-02 of
   draft-ietf-oauth-client-id-metadata-document).
 
-  `discover/2` finds `client_id_metadata_document_supported: true` in its
-  OpenID configuration, `obtain_client/3` takes the CIMD path, and the
-  document `client_metadata_document/2` built, served over TLS on 127.0.0.1
-  by `ExMCP.Test.FixtureServer`, is fetched and accepted by oidc-provider at
-  its authorization endpoint (it moves on to its login interaction). A
-  document whose `client_id` is not its URL is refused.
+  The accepting case — `obtain_client/3` takes the CIMD path and
+  oidc-provider fetches and accepts the document `client_metadata_document/2`
+  built — is in `test/integration/discovery_real_servers_test.exs`. Here: the
+  draft's §4.1 rule that `client_metadata_document/2` and the embedded server
+  apply, a document whose `client_id` is not its own URL, is refused by
+  oidc-provider too, after fetching it (served over TLS on 127.0.0.1 by
+  `ExMCP.Test.FixtureServer`).
   """
 
   use ExUnit.Case, async: false
@@ -75,33 +76,10 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
     {status, Map.new(headers, fn {k, v} -> {List.to_string(k), List.to_string(v)} end), body}
   end
 
-  test "draft §5: discovered support; §4.1: oidc-provider fetches and accepts our document", %{
+  test "draft §4.1: a document whose client_id is not its URL is refused as invalid_client", %{
     tls: tls,
     issuer: issuer
   } do
-    url =
-      document_host!(tls, fn url ->
-        {:ok, document} = ClientRegistration.client_metadata_document(url, @metadata)
-        document
-      end)
-
-    assert {:ok, discovery} = ClientRegistration.discover(issuer, issuer: issuer)
-    assert discovery.authorization_server.client_id_metadata_document_supported == true
-
-    assert {:ok, client} = ClientRegistration.obtain_client(discovery, @metadata, client_metadata_url: url)
-    assert client.registration_method == :client_id_metadata_document
-    assert client.client_id == url
-    assert client.token_endpoint_auth_method == "none"
-    assert client.client_secret == nil
-
-    {status, headers, body} = authorization_request(discovery, client.client_id)
-    assert_received {:document_fetched, "/client.json"}
-    # Accepted: oidc-provider goes on to its login interaction.
-    assert status in [302, 303], "HTTP #{status}: #{body}"
-    assert headers["location"] =~ ~r{/interaction/}
-  end
-
-  test "a document whose client_id is not its URL is refused", %{tls: tls, issuer: issuer} do
     url =
       document_host!(tls, fn url ->
         {:ok, document} = ClientRegistration.client_metadata_document(url, @metadata)

@@ -14,12 +14,14 @@
 //                                 mounted there: its OpenID discovery document is at
 //                                 /PATH/.well-known/openid-configuration, and every URL outside
 //                                 /PATH answers 404 (RFC 8414 §3.1 / OIDC Discovery §4 path cases)
-//   --client-id-metadata-documents
-//                                 enables the experimental features.clientIdMetadataDocument
-//                                 (draft-ietf-oauth-client-id-metadata-document, "draft-02"): an
-//                                 https URL client_id is fetched and checked. For the tests' loopback
-//                                 document host, the fetch hook drops oidc-provider's special-use-IP
-//                                 dispatcher; trust the host's CA with NODE_EXTRA_CA_CERTS.
+//   --client-id-metadata-documents  enables oidc-provider's Client ID Metadata Document support
+//                                 (features.clientIdMetadataDocument, draft-02): discovery says
+//                                 client_id_metadata_document_supported, and an https client_id
+//                                 is resolved by fetching its document. The tests serve that
+//                                 document from 127.0.0.1, which oidc-provider's SSRF protection
+//                                 (a dispatcher refusing special-use addresses) would refuse: in
+//                                 this mode its fetch drops that dispatcher. Trust the test CA with
+//                                 NODE_EXTRA_CA_CERTS.
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -95,28 +97,27 @@ if (options['initial-access-token'] !== undefined) {
   registration.initialAccessToken = options['initial-access-token'];
 }
 
+const cimd = options['client-id-metadata-documents'];
+
 const provider = new Provider(issuer, {
+  ...(cimd && {
+    fetch: (url, fetchOptions) => {
+      const { dispatcher: _ssrfGuard, ...rest } = fetchOptions;
+      return fetch(url, rest);
+    },
+  }),
   // oidc-provider rejects any registered `scope` value it does not list here.
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
   extraClientMetadata: { properties: ['software_id', 'software_version'] },
-  ...(options['client-id-metadata-documents']
-    ? {
-        // Development only: the document host is on 127.0.0.1, which
-        // oidc-provider's own dispatcher refuses (a special-use address).
-        fetch: (url, { dispatcher, ...rest }) => globalThis.fetch(url, rest),
-      }
-    : {}),
   features: {
-    ...(options['client-id-metadata-documents']
-      ? { clientIdMetadataDocument: { enabled: true, ack: 'draft-02' } }
-      : {}),
     registration,
     registrationManagement: {
       enabled: true,
       // oidc-provider's own default is true: set it explicitly either way.
       rotateRegistrationAccessToken: options.rotate,
     },
+    ...(cimd && { clientIdMetadataDocument: { enabled: true, ack: 'draft-02' } }),
   },
 });
 

@@ -765,6 +765,12 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
   def format_error({:request_failed, other}), do: "the request failed: #{inspect(other)}"
 
+  def format_error({:credentials_rotated, _credentials, reason}),
+    do:
+      format_error(reason) <>
+        " (before that, the server issued a new registration access token: the new credentials " <>
+        "are in this error's RotatedCredentials, store them; the old token no longer works)"
+
   def format_error({:discovery_failed, url, reason}),
     do: "discovery stopped at #{url}: #{format_error(reason)}"
 
@@ -789,12 +795,6 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
   def format_error({:no_registration_path, checked}),
     do: "the authorization server offers no way to obtain a client: #{Enum.join(checked, "; ")}"
-
-  def format_error({:credentials_rotated, _credentials, reason}),
-    do:
-      format_error(reason) <>
-        " (before that, the server issued a new registration access token: the new credentials " <>
-        "are in this error's RotatedCredentials, store them; the old token no longer works)"
 
   def format_error(other), do: "client registration failed: #{inspect(other)}"
 

@@ -109,12 +109,12 @@ impl fmt::Debug for Error {
             Self::InvalidResponse(m) => f.debug_tuple("InvalidResponse").field(m).finish(),
             Self::JsonDecode(m) => f.debug_tuple("JsonDecode").field(m).finish(),
             Self::Transport(e) => f.debug_tuple("Transport").field(e).finish(),
-            Self::Discovery(e) => f.debug_tuple("Discovery").field(e).finish(),
             Self::CredentialsRotated { client, reason } => f
                 .debug_struct("CredentialsRotated")
                 .field("client_id", &client.client_id())
                 .field("reason", reason)
                 .finish(),
+            Self::Discovery(e) => f.debug_tuple("Discovery").field(e).finish(),
         }
     }
 }
