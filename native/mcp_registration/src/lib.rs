@@ -8,9 +8,11 @@ pub mod client;
 pub mod error;
 pub mod etf;
 pub mod metadata;
+pub mod pool;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod transport;
 pub mod uri;
 
 pub use client::{Call, Options, Outcome, Secret};
