@@ -13,6 +13,7 @@ use url::Url;
 use crate::error::{Error, RequestError, TransportError};
 use crate::metadata;
 use crate::pool::http_client;
+use crate::proxy::ProxySetting;
 use crate::request::{self, Registration};
 use crate::response::{self, ClientInformation};
 use crate::transport::exchange;
@@ -70,6 +71,8 @@ pub struct Options {
     pub cacertfile: Option<PathBuf>,
     /// RFC 7591 §3: sent as a Bearer token on registration.
     pub initial_access_token: Option<Secret>,
+    /// Where connections go: straight, the environment's proxy, or this one.
+    pub proxy: ProxySetting,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             headers: HeaderMap::new(),
             cacertfile: None,
             initial_access_token: None,
+            proxy: ProxySetting::Direct,
         }
     }
 }
@@ -196,7 +200,7 @@ impl Call {
     }
 
     async fn exchange_all(self) -> Result<Outcome, Error> {
-        let http = http_client(&self.options)?;
+        let http = http_client(&self.options).await?;
         let send = |method, body| {
             exchange(
                 &http,
