@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mcp_registration::{Call, Error, Options, Outcome, TransportError};
+use mcp_registration::{
+    pool, Call, Error, Options, Outcome, ProxySetting, ProxyUrl, TransportError,
+};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -280,6 +282,7 @@ async fn reads_survive_a_server_that_closes_every_connection_after_answering() {
     );
     // Each call sent its request at most twice.
     let requests = seen.requests.load(Ordering::SeqCst);
+    eprintln!("{calls} reads took {requests} requests");
     assert!((calls..=2 * calls).contains(&requests), "{requests}");
 }
 
@@ -288,18 +291,40 @@ async fn reads_survive_a_server_that_closes_every_connection_after_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_connect_timeouts_share_one_pool_and_one_connection() {
     let (port, seen) = server(keep_alive).await;
-    for ms in 0..300u64 {
+    for ms in 0..3_000u64 {
         let options = Options {
             connect_timeout: Duration::from_millis(1_000 + ms),
             ..options()
         };
         assert!(read(port, options).await.is_ok());
     }
-    // The idle connection is reused by the next call (it was 300 pools and 300
-    // sockets). A call may start a connection before the previous call's
-    // connection is back in the pool, hence a few, not exactly one.
+    // The idle connection is reused by the next call (it was 3,000 pools and
+    // 3,000 sockets). A call may start a connection before the previous
+    // call's connection is back in the pool, hence a few, not exactly one.
     let connections = seen.connections.load(Ordering::SeqCst);
-    assert!(connections <= 4, "{connections} connections for 300 calls");
+    assert!(
+        connections <= 4,
+        "{connections} connections for 3,000 calls"
+    );
+    assert!(pool::pool_count() <= pool::MAX_POOLS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_stay_bounded_whatever_the_proxies_and_ca_files() {
+    // Each distinct proxy makes a pool; none of these proxies listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for user in 0..(3 * pool::MAX_POOLS) {
+        let url = format!("http://user{user}:pw@127.0.0.1:{port}");
+        let options = Options {
+            proxy: ProxySetting::Url(ProxyUrl::parse(&url).unwrap()),
+            ..options()
+        };
+        let reason = transport(read(port, options).await);
+        assert!(matches!(reason, TransportError::Connect(_)), "{reason:?}");
+        assert!(pool::pool_count() <= pool::MAX_POOLS);
+    }
 }
 
 /// Accepts and then never answers: a TLS handshake to it never ends.
