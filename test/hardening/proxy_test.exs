@@ -78,6 +78,32 @@ defmodule ExMCP.Hardening.ProxyTest do
     assert via(request) == []
   end
 
+  test "an https:// proxy is spoken to over TLS, trusting :cacertfile", %{tls: tls} do
+    # A TLS fixture stands in for the proxy: it answers the forwarded
+    # absolute-form request itself, so the target port is never contacted.
+    proxy = FixtureServer.start!(fn _ -> @ok end, tls: [certfile: tls.cert, keyfile: tls.key])
+    "https://" <> authority = FixtureServer.url(proxy, "/")
+
+    request = %{
+      registration_endpoint: "http://127.0.0.1:1/register",
+      client_name: "P",
+      redirect_uris: ["http://localhost:8080/cb"]
+    }
+
+    assert {:ok, %{client_id: "abc"}} =
+             CR.register_client(request,
+               proxy: "https://" <> String.trim_trailing(authority, "/"),
+               cacertfile: tls.cert
+             )
+
+    assert [%{method: "POST", path: "/register", headers: headers}] = FixtureServer.requests(proxy)
+    assert {"host", "127.0.0.1:1"} in headers
+
+    # Without the proxy's CA the TLS handshake with the proxy fails.
+    assert {:error, {:request_failed, {:tls, _}}} =
+             CR.register_client(request, proxy: "https://" <> String.trim_trailing(authority, "/"))
+  end
+
   test "a CONNECT the proxy does not allow is {:proxy, _}", %{tls: tls} do
     # ConnectPort 1: tunnels only to port 1, so the server's port is refused.
     proxy = Tinyproxy.start!(connect_ports: [1])
