@@ -206,24 +206,27 @@ async fn a_content_length_of_10_pow_12_reserves_no_terabyte() {
 
 // -- Stale keep-alive connections (issue 9, point 10) ----------------------------
 
-/// Connection 1 answers its first request, then takes the second and closes
-/// without answering, the way a server closes an idle keep-alive connection
-/// just as the client reuses it. Later connections answer everything.
-async fn closes_on_reuse(n: usize, mut stream: TcpStream, seen: Arc<Seen>) {
-    if n > 1 {
-        return keep_alive(n, stream, seen).await;
-    }
-    if read_request(&mut stream, &seen).await {
-        let _ = stream.write_all(&answer("200 OK", CLIENT)).await;
-        // The second request arrives and is dropped unanswered.
-        read_request(&mut stream, &seen).await;
+/// The second request the server receives is taken and its connection
+/// closed without an answer, the way a server closes an idle keep-alive
+/// connection just as the client reuses it. Every other request is answered
+/// and its connection kept open. (Counted over the server, not per
+/// connection: the client may carry the second request on a new connection
+/// when the first is not back in its pool yet.)
+async fn closes_on_second_request(_: usize, mut stream: TcpStream, seen: Arc<Seen>) {
+    while read_request(&mut stream, &seen).await {
+        if seen.requests.load(Ordering::SeqCst) == 2 {
+            return;
+        }
+        if stream.write_all(&answer("200 OK", CLIENT)).await.is_err() {
+            return;
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_on_a_connection_closed_before_the_answer_is_sent_again_once() {
     // RFC 9110 §9.2.2: GET is idempotent, so it may be repeated.
-    let (port, seen) = server(closes_on_reuse).await;
+    let (port, seen) = server(closes_on_second_request).await;
     assert!(read(port, options()).await.is_ok());
     assert!(read(port, options()).await.is_ok());
     assert_eq!(seen.requests.load(Ordering::SeqCst), 3);
@@ -232,7 +235,7 @@ async fn a_get_on_a_connection_closed_before_the_answer_is_sent_again_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_on_a_connection_closed_before_the_answer_is_sent_again_once() {
     // RFC 9110 §9.2.2: DELETE is idempotent.
-    let (port, seen) = server(closes_on_reuse).await;
+    let (port, seen) = server(closes_on_second_request).await;
     let delete = |port| async move {
         Call::delete(&uri(port), "rat".into(), options())
             .unwrap()
@@ -247,7 +250,7 @@ async fn a_delete_on_a_connection_closed_before_the_answer_is_sent_again_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_that_may_have_reached_the_server_is_never_sent_again() {
     // RFC 9112 §9.3.1: a non-idempotent request is not retried automatically.
-    let (port, seen) = server(closes_on_reuse).await;
+    let (port, seen) = server(closes_on_second_request).await;
     assert!(register(port, options()).await.is_ok());
     let reason = transport(register(port, options()).await);
     assert!(
