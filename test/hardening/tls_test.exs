@@ -244,6 +244,14 @@ defmodule ExMCP.Hardening.TLSTest do
     assert FixtureServer.connection_count(server) == 0
   end
 
+  test "https to a plain-HTTP port is {:tls, _}, classified by error type" do
+    plain = FixtureServer.start!(fn _ -> @ok end)
+    "http://" <> rest = FixtureServer.url(plain, "/register/c1")
+
+    assert {:error, {:request_failed, {:tls, _}}} = CR.get_client_information("https://" <> rest, "rat-tls")
+    assert FixtureServer.requests(plain) == []
+  end
+
   test "a PEM-armoured non-certificate is {:cacertfile, _} naming the section, not {:connect, _}", ctx do
     server = tls_server(ctx.good, ctx.server_key)
 
