@@ -12,6 +12,7 @@ defmodule ExMCP.Hardening.ProxyTest do
   alias ExMCP.Test.{FixtureServer, Tinyproxy}
 
   import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExUnit.CaptureIO
   import ExUnit.CaptureLog
 
   @json [{"content-type", "application/json"}]
@@ -59,6 +60,34 @@ defmodule ExMCP.Hardening.ProxyTest do
     assert {:ok, _} = CR.register_client(registration_request(server))
     assert [_, direct] = FixtureServer.requests(server)
     assert via(direct) == []
+  end
+
+  test "mix mcp.register --proxy goes through the proxy and never prints its password" do
+    proxy = Tinyproxy.start!(basic_auth: @credentials)
+    server = FixtureServer.start!(fn _ -> @ok end)
+    Mix.Task.reenable("mcp.register")
+
+    stderr =
+      capture_io(:stderr, fn ->
+        stdout =
+          capture_io(fn ->
+            Mix.Task.run("mcp.register", [
+              "--endpoint",
+              FixtureServer.url(server, "/register"),
+              "--proxy",
+              Tinyproxy.url(proxy, @credentials)
+            ])
+          end)
+
+        send(self(), {:stdout, stdout})
+      end)
+
+    assert_received {:stdout, stdout}
+    assert stdout =~ ~s("client_id": "abc")
+    output = stdout <> stderr
+    refute output =~ @password
+    assert [request] = FixtureServer.requests(server)
+    assert [_] = via(request)
   end
 
   test "an https registration goes through a CONNECT tunnel, TLS end to end", %{tls: tls} do
