@@ -300,11 +300,18 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let secret = Secret::new("t", "s3cr3t-token".into()).unwrap();
         assert!(!format!("{secret:?}").contains("s3cr3t"));
+        let proxy =
+            crate::proxy::ProxyUrl::parse("http://alice:pr0xy-pw@proxy.example:3128").unwrap();
         let options = Options {
             initial_access_token: Some(secret),
+            proxy: ProxySetting::Url(proxy),
             ..Options::default()
         };
-        assert!(!format!("{options:?}").contains("s3cr3t"));
+        let shown = format!("{options:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("pr0xy-pw"),
+            "{shown}"
+        );
         assert!(Secret::new("t", String::new()).is_err());
         assert!(Secret::new("t", "a\r\nInjected: x".into()).is_err());
     }
