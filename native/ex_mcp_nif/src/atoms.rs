@@ -12,6 +12,8 @@ rustler::atoms! {
     headers,
     cacertfile,
     initial_access_token,
+    proxy,
+    system,
     // Discovery options (discover/2, obtain_client/3).
     www_authenticate,
     resource_metadata_url,

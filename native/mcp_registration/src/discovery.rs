@@ -28,9 +28,10 @@
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::client::{self, Options};
+use crate::client::Options;
 use crate::error::{DiscoveryError, Error, RequestError};
-use crate::net_guard::NetGuard;
+use crate::net_guard::{self, NetGuard};
+use crate::transport;
 use crate::uri::{self, EndpointProblem};
 use crate::www_authenticate;
 
@@ -307,8 +308,7 @@ impl Discover {
     /// GETs a metadata document: `Some` on 2xx, `None` on 4xx (try the next
     /// URL), an error naming the URL otherwise.
     async fn fetch(&self, url: &Url) -> Result<Option<Map<String, Value>>, Error> {
-        let policy = self.options.address_policy(url)?;
-        let http = client::http_client(&self.options, policy)?;
+        let http = net_guard::http_client(&self.options, url).await?;
         let failed = |cause: Error| -> Error {
             match cause {
                 Error::Discovery(refusal) => refusal.into(),
@@ -320,7 +320,7 @@ impl Discover {
             }
         };
         let (status, body) =
-            client::exchange(&http, reqwest::Method::GET, url, None, None, &self.options)
+            transport::exchange(&http, reqwest::Method::GET, url, None, None, &self.options)
                 .await
                 .map_err(failed)?;
         if status.is_client_error() {

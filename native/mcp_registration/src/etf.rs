@@ -351,6 +351,7 @@ impl Writer {
                     }
                     TransportError::Connection(m) => self.tagged("connection", m),
                     TransportError::CaCertFile(m) => self.tagged("cacertfile", m),
+                    TransportError::Proxy(m) => self.tagged("proxy", m),
                     TransportError::Panic(m) => self.tagged("panic", m),
                 }
             }
@@ -491,6 +492,7 @@ const REPLY_ATOMS: &[&str] = &[
     "body_too_large",
     "connection",
     "cacertfile",
+    "proxy",
     "panic",
     // discover/2 results and reasons.
     "server_url",

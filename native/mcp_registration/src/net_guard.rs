@@ -18,6 +18,13 @@
 //!
 //! URLs on the start URL's own origin are the caller's choice and are not
 //! filtered. IP literals never reach a resolver and are checked directly.
+//!
+//! Through a proxy (`:proxy`), the proxy resolves the target's name, and the
+//! HTTP client's resolver only ever sees the proxy's own host (which may
+//! well be on a private network). So a guarded name is then resolved and
+//! checked here before the request, and sent through the proxy by name: the
+//! proxy resolves it again, which leaves a rebinding window that only the
+//! proxy's own egress rules can close.
 
 use std::fmt;
 use std::future::Future;
@@ -26,9 +33,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use once_cell::sync::Lazy;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
+use crate::client::Options;
+use crate::error::{DiscoveryError, Error};
+use crate::pool::{self, SharedResolver};
+use crate::proxy::ProxySetting;
 use crate::uri;
 
 /// Which special addresses a guarded connection may reach. It is part of the
@@ -312,6 +324,56 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// The pooled HTTP client to use for `url` under `options.guard`: the
+/// plain pool for unguarded URLs, a pool whose resolver enforces the
+/// address policy for guarded ones (see the module comment for proxies).
+pub(crate) async fn http_client(options: &Options, url: &Url) -> Result<reqwest::Client, Error> {
+    let client = match options.address_policy(url)? {
+        None => pool::http_client(options).await?,
+        Some(policy) if options.proxy == ProxySetting::Direct => {
+            pool::http_client_with(options, Some(shared_resolver(policy))).await?
+        }
+        Some(policy) => {
+            if let Some(Host::Domain(name)) = url.host() {
+                GuardedResolver::new(policy, system_lookup())
+                    .resolve_checked(name)
+                    .await
+                    .map_err(|refused| refusal(url, refused))?;
+            }
+            pool::http_client(options).await?
+        }
+    };
+    Ok(client)
+}
+
+/// One resolver per policy, shared, so that the pools (keyed by resolver
+/// identity) stay few.
+fn shared_resolver(policy: AddressPolicy) -> SharedResolver {
+    static RESOLVERS: Lazy<[SharedResolver; 4]> = Lazy::new(|| {
+        [(false, false), (false, true), (true, false), (true, true)].map(
+            |(allow_loopback, allow_private)| {
+                SharedResolver(Arc::new(GuardedResolver::new(
+                    AddressPolicy {
+                        allow_loopback,
+                        allow_private,
+                    },
+                    system_lookup(),
+                )))
+            },
+        )
+    });
+    RESOLVERS[usize::from(policy.allow_loopback) * 2 + usize::from(policy.allow_private)].clone()
+}
+
+/// `{:url_refused, url, message}`.
+pub(crate) fn refusal(url: &Url, refused: Refused) -> Error {
+    DiscoveryError::UrlRefused {
+        url: url.to_string(),
+        message: refused.0,
+    }
+    .into()
+}
+
 /// Finds a [`Refused`] in an error's causes.
 pub fn find_refusal(err: &(dyn std::error::Error + 'static)) -> Option<Refused> {
     let mut next = Some(err);
@@ -399,6 +461,26 @@ mod tests {
         assert!(open
             .check(&Url::parse("https://10.0.0.1/").unwrap())
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn through_a_proxy_a_guarded_name_is_checked_before_the_request() {
+        // The proxy would resolve the name, so the check happens here; the
+        // proxy (an unused port) is never contacted.
+        let start = Url::parse("https://mcp.example.com/mcp").unwrap();
+        let options = Options {
+            guard: Some(NetGuard::new(&start, false)),
+            proxy: ProxySetting::Url(crate::proxy::ProxyUrl::parse("http://127.0.0.1:9").unwrap()),
+            ..Options::default()
+        };
+        let learned =
+            Url::parse("https://localhost:8443/.well-known/oauth-authorization-server").unwrap();
+        let err = http_client(&options, &learned).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Discovery(DiscoveryError::UrlRefused { message, .. })
+                if message.contains("localhost resolves to") && message.contains("loopback")),
+            "{err:?}"
+        );
     }
 
     fn fixed(answer: Vec<IpAddr>) -> Lookup {

@@ -10,8 +10,6 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
 
   alias ExMCP.Authorization.{ClientRegistration, Native}
 
-  @native_keys [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
-
   # RFC 8414 §2 / RFC 7591 §2: the methods a public or confidential client
   # picks from, in this order; client_secret_basic when the server lists
   # none of them (or nothing).
@@ -208,5 +206,6 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
   defp maybe_put(map, _key, nil), do: map
   defp maybe_put(map, key, value), do: Map.put(map, key, value)
 
-  defp native(opts), do: opts |> Keyword.take(@native_keys) |> Map.new()
+  # The transport options, as register_client/2 passes them to the NIF.
+  defp native(opts), do: opts |> Keyword.take(ClientRegistration.transport_options()) |> Map.new()
 end
