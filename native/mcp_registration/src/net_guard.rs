@@ -348,7 +348,7 @@ pub(crate) async fn http_client(options: &Options, url: &Url) -> Result<reqwest:
 
 /// One resolver per policy, shared, so that the pools (keyed by resolver
 /// identity) stay few.
-fn shared_resolver(policy: AddressPolicy) -> SharedResolver {
+pub(crate) fn shared_resolver(policy: AddressPolicy) -> SharedResolver {
     static RESOLVERS: Lazy<[SharedResolver; 4]> = Lazy::new(|| {
         [(false, false), (false, true), (true, false), (true, true)].map(
             |(allow_loopback, allow_private)| {

@@ -10,7 +10,9 @@
 //! unspecified, special-purpose and cloud-metadata addresses are refused,
 //! loopback only unless allowed for development; the name is resolved once
 //! and only checked addresses are connected to; redirects are not followed)
-//! and §6.6 (the body is capped, 5 KB by default).
+//! and §6.6 (the body is capped, 5 KB by default). Fetches go through the
+//! library's shared connection pools ([`crate::pool`]), which read a CA file
+//! off the async workers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,8 +24,11 @@ use http::header::{ACCEPT, CACHE_CONTROL};
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
+use crate::client::Options;
 use crate::client_id_metadata_document::{self as cimd, MAX_DOCUMENT_BYTES};
-use crate::net_guard::{self, AddressPolicy, GuardedResolver};
+use crate::net_guard::{self, AddressPolicy};
+use crate::pool;
+use crate::transport::error_chain;
 use crate::uri;
 
 /// The longest a document is reused without fetching it again, whatever its
@@ -156,32 +161,21 @@ impl DocumentFetcher {
                 ))
             })?;
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver::new(
-                policy,
-                net_guard::system_lookup(),
-            )));
-        if let Some(path) = &self.config.cacertfile {
-            let pem = std::fs::read(path).map_err(|e| {
-                DocumentRefused(format!("the server's cacertfile cannot be read: {e}"))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                DocumentRefused(format!("the server's cacertfile cannot be used: {e}"))
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| DocumentRefused(format!("cannot build an HTTP client: {e}")))?;
-        let mut response = http
+        // The shared pool for this address policy: its resolver checks what
+        // a name resolves to and connects only there; the CA file is read off
+        // the async workers; redirects are not followed.
+        let options = Options {
+            cacertfile: self.config.cacertfile.clone(),
+            ..Options::default()
+        };
+        let http = pool::http_client_with(&options, Some(net_guard::shared_resolver(policy)))
+            .await
+            .map_err(|e| DocumentRefused(format!("no HTTP client for the fetch: {e}")))?;
+        let request = http
             .get(url.clone())
             .header(ACCEPT, "application/json")
-            .send()
+            .send();
+        let mut response = pool::with_connect_timeout(self.config.fetch_timeout, request)
             .await
             .map_err(|e| match net_guard::find_refusal(&e) {
                 Some(refused) => {
@@ -189,7 +183,7 @@ impl DocumentFetcher {
                 }
                 None => DocumentRefused(format!(
                     "fetching the document failed: {}",
-                    chain(&e.without_url())
+                    error_chain(&e.without_url())
                 )),
             })?;
         let status = response.status();
@@ -216,11 +210,9 @@ impl DocumentFetcher {
             .and_then(|v| v.to_str().ok())
             .and_then(cache_lifetime);
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| DocumentRefused(format!("reading the document failed: {}", chain(&e))))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            DocumentRefused(format!("reading the document failed: {}", error_chain(&e)))
+        })? {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }
@@ -228,16 +220,6 @@ impl DocumentFetcher {
         }
         Ok((body, max_age))
     }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut next = err.source();
-    while let Some(e) = next {
-        parts.push(e.to_string());
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// RFC 9111 §5.2.2: `max-age` gives the lifetime; `no-store` and
