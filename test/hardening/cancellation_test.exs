@@ -12,7 +12,7 @@ defmodule ExMCP.Hardening.CancellationTest do
   alias ExMCP.Authorization.Native
   alias ExMCP.Test.FixtureServer
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
@@ -140,7 +140,7 @@ defmodule ExMCP.Hardening.CancellationTest do
     end
   end
 
-  test "1,000 callers killed at random moments leave no task, process or port behind" do
+  test "1,000 callers killed at random moments: every call they leave behind is aborted" do
     # Warm up everything a call and a fixture may start once.
     warm_up = FixtureServer.start!(fn _ -> @ok end)
     assert {:ok, _} = CR.register_client(registration_request(warm_up))
@@ -152,7 +152,17 @@ defmodule ExMCP.Hardening.CancellationTest do
     ports = length(:erlang.ports())
     before = MapSet.new(Process.list())
 
-    server = FixtureServer.start!(fn _ -> [{:delay, :rand.uniform(20) - 1}, @ok] end)
+    # Half the requests are held until their connection closes: only the
+    # abort on the caller's death can end those calls (their own deadline is
+    # 30 s away). The other half are answered, and the connection closed, so
+    # that no idle keep-alive connection stays open either.
+    answer = {:respond, 201, [{"connection", "close"} | @json], ~s({"client_id":"abc"})}
+
+    server =
+      FixtureServer.start!(fn _ ->
+        if :rand.uniform(2) == 1, do: [{:mark, :held}, :hang], else: [{:delay, :rand.uniform(20) - 1}, answer]
+      end)
+
     request = registration_request(server)
 
     outcomes =
@@ -161,7 +171,7 @@ defmodule ExMCP.Hardening.CancellationTest do
           callers =
             for _ <- 1..100 do
               {pid, monitor} =
-                spawn_monitor(fn -> {:ok, _} = CR.register_client(request, timeout: 10_000) end)
+                spawn_monitor(fn -> {:ok, _} = CR.register_client(request, timeout: 30_000) end)
 
               Process.send_after(self(), {:kill, pid}, :rand.uniform(30) - 1)
               {pid, monitor}
@@ -169,6 +179,13 @@ defmodule ExMCP.Hardening.CancellationTest do
 
           collect(Map.new(callers), length(callers), acc)
       end
+
+    # Every held request's connection was closed by the client, well before
+    # the calls' own 30 s deadline.
+    assert FixtureServer.await_idle(server, 5_000) == :ok
+    held = Enum.count(FixtureServer.events(server), &(&1.type == :mark and &1.detail == :held))
+    assert held > 0
+    report("1,000 callers: requests held until their caller died", held)
 
     report("1,000 callers: outcomes", outcomes)
     assert outcomes.killed + outcomes.finished == 1_000
@@ -226,6 +243,28 @@ defmodule ExMCP.Hardening.CancellationTest do
     after
       10_000 -> flunk("callers did not all end: #{map_size(callers)} left, #{pending_kills} kills pending")
     end
+  end
+
+  test "a reply committed just as the wait gives up still reaches the caller, and only once" do
+    # The cancel-versus-deliver race of pending.rs, forced: the NIF commits
+    # the delivery, tells us :delivery_held, and sends the reply only after
+    # our cancel has lost to it. The wait (0 ms) has timed out by then, so
+    # Native.call must see :delivered and wait for the reply instead of
+    # reporting a timeout and leaving the reply to land in the mailbox.
+    server = FixtureServer.start!(fn _ -> @ok end)
+    request = registration_request(server)
+    assert Native.hold_next_delivery() == :ok
+
+    start = fn ref ->
+      started = Native.register(request, native_options(10_000), ref)
+      assert_receive :delivery_held, 5_000
+      started
+    end
+
+    assert {:ok, %{client_id: "abc"}} = Native.call(start, 0)
+    assert Process.info(self(), :messages) == {:messages, []}
+    assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
+    assert Process.info(self(), :messages) == {:messages, []}
   end
 
   test "a panic in the request path is {:panic, _}, and the next call works" do
