@@ -301,6 +301,21 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
       report("10 MB with content-length: elapsed ms, bytes the fixture wrote", {elapsed, sent})
     end
 
+    test "a 10 MB Content-Length followed by silence is refused from the headers, not at the deadline" do
+      # The body never comes: a client that reads it until the cap would wait
+      # for the 5 s deadline and report :timeout. Only the up-front check of
+      # Content-Length gives body_too_large here.
+      header = headers_only(201, [{"content-length", Integer.to_string(10 * 1024 * 1024)}])
+      server = FixtureServer.start!(fn _ -> [{:raw, header}, :hang] end)
+
+      {result, elapsed} = register(server, max_response_bytes: 65_536, timeout: 5_000)
+
+      assert result == {:error, {:request_failed, {:body_too_large, 65_536}}}
+      assert elapsed < @slack
+      assert FixtureServer.await_idle(server, 2_000) == :ok
+      report("10 MB content-length then silence: elapsed ms", elapsed)
+    end
+
     test "a 10 MB body without Content-Length is cut off once past the limit" do
       chunk = String.duplicate("x", 65_536)
 
