@@ -267,6 +267,24 @@ defmodule ExMCP.Hardening.CancellationTest do
     assert Process.info(self(), :messages) == {:messages, []}
   end
 
+  test "refused requests never start work on tokio" do
+    # Not async: no other test can start a call meanwhile, so the count of
+    # calls ever spawned (a test hook) must not move.
+    before = Native.calls_started()
+    assert {:error, {:missing_required_fields, _}} = CR.register_client(%{})
+    assert {:error, :https_required} = CR.get_client_information("http://auth.example.com/r", "t")
+
+    assert {:error, {:invalid_redirect_uris, ["javascript:x"]}} =
+             CR.update_client_information("https://127.0.0.1:1/reg/1", "t", %{redirect_uris: ["javascript:x"]})
+
+    assert Native.calls_started() == before
+
+    # The counter does count: one accepted call moves it by one.
+    server = FixtureServer.start!(fn _ -> @ok end)
+    assert {:ok, _} = CR.register_client(registration_request(server))
+    assert Native.calls_started() == before + 1
+  end
+
   test "a panic in the request path is {:panic, _}, and the next call works" do
     server = FixtureServer.start!(fn _ -> @ok end)
 

@@ -75,7 +75,7 @@ defmodule ExMCP.Integration.OidcProviderTest do
       assert {:error, {:request_failed, {:connect, message}}} =
                ClientRegistration.register_client(request(server))
 
-      assert is_binary(message)
+      assert message =~ "Connection refused"
     end
   end
 
