@@ -17,6 +17,10 @@ defmodule ExMCP.Hardening.CancellationTest do
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
 
+  # How late past its deadline a call may end: the same slack, for the same
+  # reason, as in ExMCP.Hardening.FaultMatrixTest.
+  @slack 250
+
   defp report(label, value) do
     if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
   end
@@ -56,7 +60,7 @@ defmodule ExMCP.Hardening.CancellationTest do
     :ok
   end
 
-  test "a caller killed mid-request: the connection closes within 1 s and in_flight returns to 0" do
+  test "a caller killed mid-request: the connection closes within 100 ms and in_flight returns to 0" do
     server = FixtureServer.start!(fn _ -> :hang end)
     request = registration_request(server)
 
@@ -73,7 +77,10 @@ defmodule ExMCP.Hardening.CancellationTest do
     %{at: closed_at} = FixtureServer.await_event(server, &(&1.type == :conn_down), 1_000)
     in_flight_ms = eventually(fn -> Native.in_flight() == 0 end, 1_000)
 
-    assert closed_at - killed_at < 1_000
+    # The close takes about 0.1 ms (the benchmark's "Cancellation and
+    # deadlines" section measures it); 100 ms leaves room for a loaded
+    # shared machine while still far below the call's own 30 s deadline.
+    assert closed_at - killed_at < 100
     report("kill -> fixture saw the connection close (ms)", closed_at - killed_at)
     report("kill -> in_flight back to 0 (ms, measured after the close)", in_flight_ms)
     assert Process.info(self(), :messages) == {:messages, []}
@@ -89,7 +96,7 @@ defmodule ExMCP.Hardening.CancellationTest do
                {:error, {:request_failed, :timeout}}
 
       elapsed = now() - started
-      assert elapsed >= 300 and elapsed < 1_000
+      assert elapsed >= 300 and elapsed < 300 + @slack
       assert Process.info(self(), :messages) == {:messages, []}
       assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
 
@@ -114,7 +121,7 @@ defmodule ExMCP.Hardening.CancellationTest do
       assert Native.call(&Native.register(request, native_options(10_000), &1), 300) ==
                {:error, {:request_failed, :timeout}}
 
-      assert now() - started < 1_000
+      assert now() - started < 300 + @slack
       assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
 
       event = FixtureServer.await_event(server, &(&1.type in [:mark, :write_failed]), 2_000)
@@ -123,7 +130,7 @@ defmodule ExMCP.Hardening.CancellationTest do
       assert Process.info(self(), :messages) == {:messages, []}
     end
 
-    test "the await gives up on a hanging server: the connection closes within 1 s" do
+    test "the await gives up on a hanging server: the connection closes within 100 ms" do
       server = FixtureServer.start!(fn _ -> :hang end)
       request = registration_request(server)
 
@@ -134,6 +141,7 @@ defmodule ExMCP.Hardening.CancellationTest do
 
       assert FixtureServer.await_idle(server, 1_000) == :ok
       %{at: closed_at} = FixtureServer.await_event(server, &(&1.type == :conn_down), 1_000)
+      assert closed_at - gave_up_at < 100
       assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
       assert Process.info(self(), :messages) == {:messages, []}
       report("cancel -> fixture saw the connection close (ms)", closed_at - gave_up_at)
@@ -148,9 +156,10 @@ defmodule ExMCP.Hardening.CancellationTest do
     FixtureServer.stop(warm_up)
     eventually(fn -> Native.in_flight() == 0 end)
 
-    processes = :erlang.system_info(:process_count)
-    ports = length(:erlang.ports())
-    before = MapSet.new(Process.list())
+    # Compared as sets, not counts: a process or port of an earlier test
+    # that ends meanwhile must not hide a new one, nor fail the test.
+    processes = MapSet.new(Process.list())
+    ports = MapSet.new(:erlang.ports())
 
     # Half the requests are held until their connection closes: only the
     # abort on the caller's death can end those calls (their own deadline is
@@ -198,25 +207,27 @@ defmodule ExMCP.Hardening.CancellationTest do
 
     FixtureServer.stop(server)
 
+    new_processes = fn -> MapSet.difference(MapSet.new(Process.list()), processes) end
+    new_ports = fn -> MapSet.difference(MapSet.new(:erlang.ports()), ports) end
+
     settle_ms =
       try do
-        eventually(fn -> :erlang.system_info(:process_count) == processes end, 2_000)
+        eventually(fn -> MapSet.size(new_processes.()) == 0 end, 2_000)
       rescue
         error in ExUnit.AssertionError ->
-          now = MapSet.new(Process.list())
           describe = &Enum.map(&1, fn pid -> {pid, Process.info(pid, [:initial_call, :current_function])} end)
-
-          flunk(
-            "#{error.message}: new processes #{inspect(describe.(MapSet.difference(now, before)))}, " <>
-              "gone #{inspect(MapSet.to_list(MapSet.difference(before, now)))}"
-          )
+          flunk("#{error.message}: new processes #{inspect(describe.(new_processes.()))}")
       end
 
-    eventually(fn -> length(:erlang.ports()) == ports end, 2_000)
+    try do
+      eventually(fn -> MapSet.size(new_ports.()) == 0 end, 2_000)
+    rescue
+      error in ExUnit.AssertionError ->
+        describe = &Enum.map(&1, fn port -> {port, Port.info(port, :name)} end)
+        flunk("#{error.message}: new ports #{inspect(describe.(new_ports.()))}")
+    end
 
-    report("1,000 callers: process count before/after", {processes, :erlang.system_info(:process_count)})
-    report("1,000 callers: port count before/after", {ports, length(:erlang.ports())})
-    report("1,000 callers: ms for the process count to settle after the fixture stopped", settle_ms)
+    report("1,000 callers: ms until no new process was left after the fixture stopped", settle_ms)
     assert Process.info(self(), :messages) == {:messages, []}
   end
 

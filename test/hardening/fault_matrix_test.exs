@@ -27,9 +27,13 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
                 scope: ""
               }}
 
-  # Slack for a loaded two-core machine: a call must end within its deadline
-  # plus this.
-  @slack 700
+  # A call must end within its deadline plus this, and a refusal within this.
+  # Loose on purpose: the suite runs on a shared two-core machine (load
+  # average 11 when measured), where the worst of 5 runs of this module was
+  # 84 ms past the deadline (typically 1-2 ms) and 83 ms for a refusal
+  # (typically 0-2 ms). The precise figures are in the benchmark's
+  # "Cancellation and deadlines" section.
+  @slack 250
 
   # Runs a call, checks the mailbox is clean right after it, returns
   # {result, elapsed_ms}.
