@@ -13,6 +13,7 @@ defmodule ExMCP.Hardening.CancellationTest do
   alias ExMCP.Test.FixtureServer
 
   import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.HardeningReport, only: [report: 2]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
@@ -20,10 +21,6 @@ defmodule ExMCP.Hardening.CancellationTest do
   # How late past its deadline a call may end: the same slack, for the same
   # reason, as in ExMCP.Hardening.FaultMatrixTest.
   @slack 250
-
-  defp report(label, value) do
-    if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
-  end
 
   defp now, do: System.monotonic_time(:millisecond)
 

@@ -9,7 +9,8 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.HardeningReport, only: [report: 2]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
@@ -47,10 +48,6 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
 
   defp register(server, opts \\ []),
     do: timed(fn -> CR.register_client(registration_request(server), opts) end)
-
-  defp report(label, value) do
-    if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
-  end
 
   defp headers_only(status, headers) do
     ["HTTP/1.1 #{status} Status\r\n", Enum.map(headers, fn {n, v} -> [n, ": ", v, "\r\n"] end), "\r\n"]

@@ -9,7 +9,7 @@ defmodule ExMCP.Hardening.TLSTest do
   alias ExMCP.Authorization.Native
   alias ExMCP.Test.{Certificates, FixtureServer}
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
   import ExMCP.Test.Certificates, only: [openssl!: 2]
 
   @json [{"content-type", "application/json"}]
