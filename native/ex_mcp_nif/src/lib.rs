@@ -6,6 +6,7 @@ mod atoms;
 mod convert;
 mod nifs;
 mod pending;
+mod private_file;
 mod runtime;
 mod server;
 #[cfg(feature = "test-hooks")]

@@ -17,6 +17,7 @@ use crate::error::{Error, RequestError, TransportError};
 use crate::metadata;
 use crate::request::{self, Registration};
 use crate::response::{self, ClientInformation};
+use crate::rotation::Progress;
 
 /// A bearer token. Its `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,6 +33,11 @@ impl Secret {
             });
         }
         Ok(Self(token))
+    }
+
+    /// The token itself, for comparing and redacting; never for display.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
     }
 
     fn bearer(&self) -> HeaderValue {
@@ -188,52 +194,64 @@ impl Call {
     }
 
     /// Runs the call within its deadline.
+    ///
+    /// What the call sent and what an update's read handed out are kept in
+    /// `progress`, outside the deadline's future, so that neither a refusal
+    /// nor the deadline itself can lose a rotated credential (RFC 7592 §2.1)
+    /// or let a sent one into the reason.
     pub async fn run(self) -> Result<Outcome, Error> {
         let deadline = self.options.timeout;
-        match tokio::time::timeout(deadline, self.exchange_all()).await {
+        let mut progress = Progress::default();
+        if let Some(token) = &self.token {
+            progress.sent.add(token.expose());
+        }
+        let result = match tokio::time::timeout(deadline, self.exchange_all(&mut progress)).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout.into()),
-        }
+        };
+        progress.settle(result)
     }
 
-    async fn exchange_all(self) -> Result<Outcome, Error> {
+    async fn exchange_all(&self, progress: &mut Progress) -> Result<Outcome, Error> {
         let http = http_client(&self.options)?;
-        let send = |method, body| {
-            exchange(
-                &http,
-                method,
-                &self.url,
-                self.token.as_ref(),
-                body,
-                &self.options,
-            )
+        let send = |method, token: Option<Secret>, body| {
+            let http = &http;
+            async move { exchange(http, method, &self.url, token.as_ref(), body, &self.options).await }
         };
+        let token = self.token.clone();
         match &self.operation {
             Operation::Register(registration) => {
                 let (status, body) =
-                    send(Method::POST, Some(json_body(&registration.metadata))).await?;
+                    send(Method::POST, token, Some(json_body(&registration.metadata))).await?;
                 expect(status, &[StatusCode::OK, StatusCode::CREATED], body)
             }
             Operation::Read => {
-                let (status, body) = send(Method::GET, None).await?;
+                let (status, body) = send(Method::GET, token, None).await?;
                 expect(status, &[StatusCode::OK], body)
             }
             Operation::Update { updates, replace } => {
+                let mut put_token = token.clone();
                 let current = if *replace {
                     None
                 } else {
-                    let (status, body) = send(Method::GET, None).await?;
-                    match expect(status, &[StatusCode::OK], body)? {
-                        Outcome::Client(info) => Some(info.document),
+                    let (status, body) = send(Method::GET, token.clone(), None).await?;
+                    let info = match expect(status, &[StatusCode::OK], body)? {
+                        Outcome::Client(info) => info,
                         Outcome::Deleted => unreachable!("a GET is never a deletion"),
-                    }
+                    };
+                    // RFC 7592 §2.1: a new token in the read replaces the old one at once.
+                    put_token = Some(progress.read(info.clone(), token.as_ref())?);
+                    Some(info.document)
                 };
                 let put = metadata::merge_for_put(current.as_ref(), updates);
-                let (status, body) = send(Method::PUT, Some(json_body(&put))).await?;
+                if let Some(Value::String(secret)) = put.get("client_secret") {
+                    progress.sent.add(secret);
+                }
+                let (status, body) = send(Method::PUT, put_token, Some(json_body(&put))).await?;
                 expect(status, &[StatusCode::OK], body)
             }
             Operation::Delete => {
-                let (status, body) = send(Method::DELETE, None).await?;
+                let (status, body) = send(Method::DELETE, token, None).await?;
                 let success = [StatusCode::NO_CONTENT, StatusCode::OK];
                 if success.contains(&status) {
                     Ok(Outcome::Deleted)

@@ -8,8 +8,10 @@ pub mod client;
 pub mod error;
 pub mod etf;
 pub mod metadata;
+pub mod redact;
 pub mod request;
 pub mod response;
+pub mod rotation;
 pub mod server;
 pub mod uri;
 
