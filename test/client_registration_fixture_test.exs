@@ -707,7 +707,13 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
        ["connection failed", "connection closed before message completed"]},
       {{:request_failed, {:cacertfile, "/nope.pem: No such file or directory"}},
        [":cacertfile", "/nope.pem: No such file or directory"]},
-      {{:request_failed, {:panic, "boom"}}, ["internal error", "boom"]}
+      {{:request_failed, {:panic, "boom"}}, ["internal error", "boom"]},
+      # RFC 7592 §2.1: the inner reason's details, and what to do with the
+      # new credentials (never the credentials themselves).
+      {{:credentials_rotated, %ExMCP.Authorization.RotatedCredentials{client: %{client_id: "c1"}},
+        {:registration_error, 400,
+         %{"error" => "invalid_client_metadata", "error_description" => "bad scope"}}},
+       ["HTTP 400", "invalid_client_metadata", "bad scope", "new registration access token", "store them"]}
     ]
 
     test "every reason becomes one sentence that carries its details" do
