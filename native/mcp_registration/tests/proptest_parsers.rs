@@ -4,8 +4,9 @@
 //! - whatever bytes a server sends and whatever a caller puts in a request
 //!   map, the parsers and validators return a value or an error, never panic;
 //! - what they accept is right: a registration that passes is sendable
-//!   (RFC 7591 §2, §3.1), an answer that parses has a usable `client_id` and
-//!   well-typed known fields (RFC 7591 §3.2.1).
+//!   (RFC 7591 §2, §3.1), an answer that parses has a usable `client_id`
+//!   (RFC 7591 §3.2.1) and keeps every member, a known field of another type
+//!   under `extra` rather than failing.
 //!
 //! Arbitrary maps almost never pass the checks, so the second kind is fed
 //! valid-shaped inputs too (built from `metadata::FIELDS`), some of them with
@@ -262,9 +263,12 @@ fn a_registration_that_passes_the_checks_is_sendable() {
         ] {
             prop_assert!(sent.contains_key(name), "{name} missing from {sent:?}");
         }
-        // The server's check (the same rules) accepts what the client sends.
+        // The rules are settled: checking what is sent again, with the
+        // client's policy, accepts it and changes nothing.
         let mut again = sent.clone();
-        prop_assert!(metadata::prepare_client_metadata(&mut again).is_ok());
+        prop_assert!(
+            metadata::prepare_client_metadata(&mut again, &request::CLIENT_POLICY).is_ok()
+        );
         prop_assert_eq!(&again, sent);
         // A value the caller gave always wins; extension metadata is sent as it is.
         for (name, value) in &map {
@@ -330,7 +334,7 @@ fn client_information_answer() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 #[test]
-fn an_answer_that_parses_has_a_client_id_and_well_typed_fields() {
+fn an_answer_that_parses_keeps_every_member_under_its_name_or_in_extra() {
     check_reaching(
         "response::client_information",
         client_information_answer(),
@@ -341,12 +345,20 @@ fn an_answer_that_parses_has_a_client_id_and_well_typed_fields() {
             };
             prop_assert!(!info.client_id().is_empty());
             prop_assert!(info.document.values().all(|v| !v.is_null()));
+            // Every member is under its name (a known field of its documented
+            // type) or in extra (any other member, raw), never both: a
+            // mistyped field costs nothing of the answer.
+            let extra: Map<String, Value> =
+                info.extra().map(|(k, v)| (k.clone(), v.clone())).collect();
             for (name, value) in &info.document {
+                let known = info.known(name);
+                prop_assert!(
+                    known.is_some() != extra.contains_key(name),
+                    "{name}: {value}"
+                );
+                prop_assert_eq!(known.or_else(|| extra.get(name)), Some(value));
                 if let Some(field) = metadata::field(name) {
-                    prop_assert!(
-                        metadata::check_type(field, value).is_ok(),
-                        "{name}: {value}"
-                    );
+                    prop_assert_eq!(known.is_some(), metadata::check_type(field, value).is_ok());
                 }
             }
             // Nothing the server sent is lost, except nulls (absent).
