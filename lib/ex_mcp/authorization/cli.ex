@@ -15,8 +15,9 @@ defmodule ExMCP.Authorization.CLI do
 
   @doc "Library options from the shared flags."
   def call_options(opts) do
-    Enum.flat_map([:timeout, :cacertfile], fn key ->
+    Enum.flat_map([:timeout, :cacertfile, :proxy], fn key ->
       case Keyword.fetch(opts, key) do
+        {:ok, "system"} when key == :proxy -> [proxy: :system]
         {:ok, value} -> [{key, value}]
         :error -> []
       end

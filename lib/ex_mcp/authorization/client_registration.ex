@@ -94,19 +94,26 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | Option | Default | Meaning |
   |---|---|---|
   | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included. |
-  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP and TLS). |
+  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP, proxy tunnel and TLS). Applies to the connections this call opens; calls with different values share one connection pool. |
   | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. |
   | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `accept`, `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
-  | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. |
+  | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. A regular file of at most 4 MiB holding only `CERTIFICATE` sections; read off the runtime's async threads, within `:timeout`, and read again when it changes. |
+  | `:proxy` | `nil` | `nil`: connect directly, ignoring `HTTP_PROXY` and friends. `"http://host:port"` or `"https://host:port"`, optionally with `user:password@` (sent as `Proxy-Authorization: Basic`, never shown in errors or logs): go through that proxy; https targets use a `CONNECT` tunnel. `:system`: the proxy named by the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` environment variables of the OS process, as they were when the VM started (`System.put_env/2` does not change them). |
   | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
   | `:replace` | `false` | `update_client_information/4` only: send `updates` as the whole record instead of merging over the current one. |
 
   Defaults of `:timeout`, `:connect_timeout`, `:max_response_bytes`,
-  `:headers` and `:cacertfile` can be set in the application environment:
+  `:headers`, `:cacertfile` and `:proxy` can be set in the application
+  environment:
 
       config :ex_mcp_registration, timeout: 30_000, cacertfile: "/etc/ssl/corp-ca.pem"
 
-  An unknown or ill-typed option raises `ArgumentError` naming the option.
+  An unknown or ill-typed option raises `ArgumentError` naming the option
+  (a malformed `:proxy` is never quoted: it may hold a password).
+  Through a proxy, a refused `CONNECT` or a 407 is `{:request_failed, {:proxy, _}}`;
+  for a plain-http endpoint any other answer the proxy writes itself (a
+  403, tinyproxy's 401) cannot be told from the server's and is
+  `{:http_error, status, body}`.
   The tokio worker count is read once, when the NIF loads:
   `config :ex_mcp_registration, runtime_worker_threads: 2` (default: 2, or 1
   on a one-core machine).
@@ -127,7 +134,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `{:http_error, status, body}` | Any other non-success answer, redirects (never followed) included. `body` is a binary. |
   | `{:invalid_response, message}` | A success answer without a usable `client_id` (a known field of another type does not fail: it goes under `:extra`), or a 2xx status the protocol does not use there (a 201 to a GET). |
   | `{:json_decode_error, message}` | A success answer that is not JSON. |
-  | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange), `{:cacertfile, message}` or `{:panic, message}` (a bug, reported rather than crashing). |
+  | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange; a GET, PUT or DELETE whose connection closed before any answer is sent once more first, a POST never), `{:cacertfile, message}`, `{:proxy, message}` (the proxy refused a `CONNECT` tunnel, or answered 407) or `{:panic, message}` (a bug, reported rather than crashing). |
   | `{:credentials_rotated, %ExMCP.Authorization.RotatedCredentials{client: client}, reason}` | `update_client_information/4` only: its read returned a new `registration_access_token` (RFC 7592 §2.1), then the update failed for `reason` (any reason above, `{:request_failed, :timeout}` included). `client` is the read's answer with the new credentials: store it. |
 
   No reason, message or log line ever holds a client secret or a token. A
@@ -201,6 +208,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:body_too_large, pos_integer()}
           | {:connection, String.t()}
           | {:cacertfile, String.t()}
+          | {:proxy, String.t()}
           | {:panic, String.t()}
 
   @typedoc "Every error reason. See the moduledoc's table."
@@ -224,6 +232,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:max_response_bytes, pos_integer()}
           | {:headers, [{String.t(), String.t()}]}
           | {:cacertfile, Path.t() | nil}
+          | {:proxy, String.t() | :system | nil}
           | {:initial_access_token, String.t() | nil}
           | {:replace, boolean()}
 
@@ -232,13 +241,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
   # credentials; this margin keeps the wait from cancelling that reply first.
   @deadline_margin 100
 
-  @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
+  @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile, :proxy]
   @defaults [
     timeout: 15_000,
     connect_timeout: 5_000,
     max_response_bytes: 1_048_576,
     headers: [],
-    cacertfile: nil
+    cacertfile: nil,
+    proxy: nil
   ]
 
   @doc """
@@ -440,6 +450,8 @@ defmodule ExMCP.Authorization.ClientRegistration do
   def format_error({:request_failed, {:cacertfile, message}}),
     do: "the :cacertfile option could not be used: #{message}"
 
+  def format_error({:request_failed, {:proxy, message}}), do: "the proxy refused the request: #{message}"
+
   def format_error({:request_failed, {:panic, message}}),
     do: "an internal error occurred in the native client (please report it): #{message}"
 
@@ -527,6 +539,16 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
   defp check_option!(:cacertfile, other),
     do: raise(ArgumentError, "option :cacertfile must be a path, got: #{type_name(other)}")
+
+  defp check_option!(:proxy, proxy) when is_binary(proxy) or proxy in [nil, :system], do: proxy
+
+  # Never echo a proxy URL: it may hold a password. Rust checks its form.
+  defp check_option!(:proxy, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :proxy must be an http:// or https:// URL string, :system or nil, got: #{type_name(other)}"
+      )
 
   defp check_option!(:initial_access_token, token) when is_binary(token) or is_nil(token), do: token
 

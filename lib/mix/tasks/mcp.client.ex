@@ -24,7 +24,7 @@ defmodule Mix.Tasks.Mcp.Client do
       `--logo-uri URI`, `--contact EMAIL` (repeatable) - `update` only: the
       fields to change; the rest of the registration is kept
     * `--replace` - `update` only: send the given fields as the whole record
-    * `--cacertfile PATH`, `--timeout MS`
+    * `--cacertfile PATH`, `--proxy URL` (or `system`), `--timeout MS`
 
   Errors are printed with `ExMCP.Authorization.ClientRegistration.format_error/1`
   and the task exits non-zero.
@@ -44,6 +44,7 @@ defmodule Mix.Tasks.Mcp.Client do
     contact: :keep,
     replace: :boolean,
     cacertfile: :string,
+    proxy: :string,
     timeout: :integer
   ]
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mcp_registration::{etf, Call, Options, Secret};
+use mcp_registration::{etf, Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
 
@@ -186,6 +186,20 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
         let path = string_arg(path)
             .ok_or_else(|| invalid(atoms::cacertfile(), "must be a path string"))?;
         options.cacertfile = Some(PathBuf::from(path));
+    }
+    if let Some(proxy) = get(atoms::proxy()) {
+        options.proxy = if proxy == atoms::system().to_term(env) {
+            ProxySetting::System
+        } else {
+            // The URL is never echoed: it may hold a password.
+            let url = string_arg(proxy).ok_or_else(|| {
+                invalid(
+                    atoms::proxy(),
+                    "must be an http:// or https:// URL string, :system or nil",
+                )
+            })?;
+            ProxySetting::Url(ProxyUrl::parse(&url).map_err(|m| invalid(atoms::proxy(), &m))?)
+        };
     }
     if let Some(token) = get(atoms::initial_access_token()) {
         let token = string_arg(token)

@@ -46,6 +46,10 @@ pub enum TransportError {
     /// The connection broke after it was made: reset, closed early, truncated.
     #[error("the connection failed: {0}")]
     Connection(String),
+    /// The proxy refused the request: a `CONNECT` tunnel answered with
+    /// anything but 2xx, or a 407. Never holds the proxy's credentials.
+    #[error("the proxy refused: {0}")]
+    Proxy(String),
     /// The `cacertfile` option could not be read or parsed.
     #[error("cannot use cacertfile: {0}")]
     CaCertFile(String),

@@ -231,6 +231,7 @@ impl Writer {
                     }
                     TransportError::Connection(m) => self.tagged("connection", m),
                     TransportError::CaCertFile(m) => self.tagged("cacertfile", m),
+                    TransportError::Proxy(m) => self.tagged("proxy", m),
                     TransportError::Panic(m) => self.tagged("panic", m),
                 }
             }
@@ -354,6 +355,7 @@ const REPLY_ATOMS: &[&str] = &[
     "body_too_large",
     "connection",
     "cacertfile",
+    "proxy",
     "panic",
     "credentials_rotated",
 ];
