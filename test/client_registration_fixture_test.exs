@@ -707,6 +707,8 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
        ["connection failed", "connection closed before message completed"]},
       {{:request_failed, {:cacertfile, "/nope.pem: No such file or directory"}},
        [":cacertfile", "/nope.pem: No such file or directory"]},
+      {{:request_failed, {:proxy, "the proxy requires authentication (HTTP 407)"}},
+       ["proxy", "the proxy requires authentication (HTTP 407)"]},
       {{:request_failed, {:panic, "boom"}}, ["internal error", "boom"]},
       # RFC 7592 §2.1: the inner reason's details, and what to do with the
       # new credentials (never the credentials themselves).

@@ -68,7 +68,7 @@ defmodule ExMCP.Hardening.TLSTest do
     openssl!(
       dir,
       ["req", "-x509"] ++
-        @ec ++
+        Certificates.ec_key_args() ++
         ~w(-keyout other.key -out other.pem -days 30 -subj /CN=127.0.0.1
            -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
     )

@@ -105,6 +105,9 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
   extraClientMetadata: { properties: ['software_id', 'software_version'] },
+  // A fixed lifetime for client credentials tokens (the default makes
+  // oidc-provider print a notice).
+  ttl: { ClientCredentials: 600 },
   features: {
     clientCredentials: { enabled: true },
     registration,
