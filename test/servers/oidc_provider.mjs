@@ -2,11 +2,13 @@
 // (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
 //
 //   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate] [--issuer-path /PATH]
-//                                       [--client-id-metadata-documents]
+//                                       [--client-id-metadata-documents] [--tls-cert FILE --tls-key FILE]
 //
-// Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
+// Listens on 127.0.0.1 on a free port, with issuer http(s)://127.0.0.1:<port>[/PATH],
 // dynamic registration (features.registration) and its management
-// (features.registrationManagement) enabled.
+// (features.registrationManagement) enabled, and the client credentials
+// grant (features.clientCredentials), with which a test can check that a
+// registered client_secret authenticates the client at the token endpoint.
 //
 //   --initial-access-token TOKEN  registration requires `Authorization: Bearer TOKEN`
 //   --rotate                      every update (PUT) rotates the registration access token
@@ -22,6 +24,11 @@
 //                                 (a dispatcher refusing special-use addresses) would refuse: in
 //                                 this mode its fetch drops that dispatcher. Trust the test CA with
 //                                 NODE_EXTRA_CA_CERTS.
+//   --tls-cert FILE, --tls-key FILE
+//                                 serve https with this PEM certificate and key; the issuer
+//                                 is then https://127.0.0.1:<port>. The script reads its own
+//                                 discovery document, so the certificate's CA must be
+//                                 trusted through NODE_EXTRA_CA_CERTS.
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -33,7 +40,9 @@
 //
 // Install the dependencies first: npm ci --prefix test/servers
 
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { parseArgs } from 'node:util';
 
 // stdout carries the one JSON line and nothing else. oidc-provider prints its
@@ -66,6 +75,8 @@ try {
       rotate: { type: 'boolean', default: false },
       'issuer-path': { type: 'string' },
       'client-id-metadata-documents': { type: 'boolean', default: false },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -77,8 +88,19 @@ try {
 
 const { default: Provider } = await import('oidc-provider');
 
+if ((options['tls-cert'] === undefined) !== (options['tls-key'] === undefined)) {
+  console.error('oidc_provider.mjs: --tls-cert and --tls-key go together');
+  process.exit(2);
+}
+const tls = options['tls-cert'] !== undefined;
+
 // The issuer carries the port, so the port is bound before the provider is built.
-const server = http.createServer();
+const server = tls
+  ? https.createServer({
+      cert: readFileSync(options['tls-cert']),
+      key: readFileSync(options['tls-key']),
+    })
+  : http.createServer();
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(0, '127.0.0.1', resolve);
@@ -89,7 +111,7 @@ if (issuerPath !== '' && !/^\/[A-Za-z0-9._~\/-]+$/.test(issuerPath)) {
   console.error(`oidc_provider.mjs: --issuer-path must be an absolute path, got ${issuerPath}`);
   process.exit(2);
 }
-const issuer = `http://127.0.0.1:${port}${issuerPath}`;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}${issuerPath}`;
 
 const registration = { enabled: true };
 if (options['initial-access-token'] !== undefined) {
@@ -110,7 +132,11 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
   extraClientMetadata: { properties: ['software_id', 'software_version'] },
+  // A fixed lifetime for client credentials tokens (the default makes
+  // oidc-provider print a notice).
+  ttl: { ClientCredentials: 600 },
   features: {
+    clientCredentials: { enabled: true },
     registration,
     registrationManagement: {
       enabled: true,

@@ -20,6 +20,10 @@ defmodule ExMCP.Test.OidcProvider do
       from loopback (development)
     * `:extra_ca_certs` - a PEM file Node trusts besides its roots
       (`NODE_EXTRA_CA_CERTS`), for a document host with a test CA
+    * `:tls` - `[certfile: pem, keyfile: pem, cacertfile: pem]`: serve https with
+      this certificate and key (the issuer and endpoints are then `https://`);
+      `cacertfile` is the CA that signed the certificate, which the script
+      trusts to read its own discovery document
     * `:startup_timeout` - milliseconds to wait for the server to listen (default `20_000`)
     * `:id` - the child spec id, to run several servers under one supervisor
 
@@ -68,8 +72,8 @@ defmodule ExMCP.Test.OidcProvider do
           :use_stdio,
           {:line, 65_536},
           {:cd, @servers_dir},
-          {:env, env(opts)},
-          {:args, [@script | script_args(opts)]}
+          {:args, [@script | script_args(opts)]},
+          {:env, script_env(opts)}
         ])
 
       os_pid = port |> Port.info(:os_pid) |> elem(1)
@@ -144,12 +148,19 @@ defmodule ExMCP.Test.OidcProvider do
         do: ["--client-id-metadata-documents"],
         else: []
 
-    token_args ++ rotate_args ++ path_args ++ cimd_args
+    tls_args =
+      case Keyword.get(opts, :tls) do
+        nil -> []
+        tls -> ["--tls-cert", Keyword.fetch!(tls, :certfile), "--tls-key", Keyword.fetch!(tls, :keyfile)]
+      end
+
+    token_args ++ rotate_args ++ path_args ++ cimd_args ++ tls_args
   end
 
-  # Node reads extra trusted CAs from the environment at start-up only.
-  defp env(opts) do
-    case Keyword.get(opts, :extra_ca_certs) do
+  # Node reads extra trusted CAs from the environment, at start-up only, and
+  # from one file: :extra_ca_certs, else the :tls option's CA.
+  defp script_env(opts) do
+    case Keyword.get(opts, :extra_ca_certs) || get_in(opts, [:tls, :cacertfile]) do
       nil -> []
       path -> [{~c"NODE_EXTRA_CA_CERTS", String.to_charlist(path)}]
     end

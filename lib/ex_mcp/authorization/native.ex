@@ -49,6 +49,10 @@ defmodule ExMCP.Authorization.Native do
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
   def panic_next_call, do: not_loaded()
+  # Test hooks, present only in a NIF built with the `test-hooks` cargo
+  # feature (MIX_ENV=test); see native/ex_mcp_nif/src/test_hooks.rs.
+  def calls_started, do: not_loaded()
+  def hold_next_delivery, do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
   def client_metadata_document(_url, _metadata, _allow_loopback_http), do: not_loaded()

@@ -44,6 +44,9 @@ impl Pending {
             .is_ok();
         if won {
             self.abort.abort();
+        } else {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::cancel_lost();
         }
         won
     }
@@ -85,6 +88,8 @@ fn spawn_reply(
     let state = Arc::new(AtomicU8::new(PENDING));
     let task_state = Arc::clone(&state);
     let in_flight = InFlight::enter();
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::call_started();
     let task = runtime().spawn(async move {
         let _in_flight = in_flight;
         let reply = reply.await;
@@ -92,6 +97,8 @@ fn spawn_reply(
             .compare_exchange(PENDING, DELIVERED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::before_send().await;
             // Fails only if the caller is already dead; then nobody waits.
             let _ = reply_env.send_and_clear(&caller, |env| {
                 (
