@@ -45,6 +45,7 @@ defmodule ExMCP.Authorization.Native do
   def get(_uri, _token, _options, _ref), do: not_loaded()
   def update(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
   def delete(_uri, _token, _options, _ref), do: not_loaded()
+  def discover(_server_url, _discover_options, _options, _ref), do: not_loaded()
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
   def panic_next_call, do: not_loaded()
@@ -54,6 +55,7 @@ defmodule ExMCP.Authorization.Native do
   def hold_next_delivery, do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
+  def client_metadata_document(_url, _metadata, _allow_loopback_http), do: not_loaded()
   def write_private_file(_path, _contents), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).

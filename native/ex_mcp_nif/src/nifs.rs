@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use mcp_registration::net_guard::NetGuard;
 use mcp_registration::{etf, Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -143,7 +144,7 @@ fn string_arg(term: Term) -> Option<String> {
 
 /// Reads the options map the Elixir module built. Durations are in
 /// milliseconds; absent keys keep the defaults.
-fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
+pub(crate) fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     let mut options = Options::default();
     let get = |key: Atom| {
         term.map_get(key)
@@ -211,6 +212,17 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
                 )
             })?;
         options.initial_access_token = Some(token);
+    }
+    // obtain_client/3 registers at an endpoint learned during discovery:
+    // the same guard as discovery applies (see mcp_registration::net_guard).
+    if let Some(start) = get(atoms::guard_start_url()) {
+        let allow_private = get(atoms::allow_private_networks())
+            .map(|t| t.decode::<bool>().unwrap_or(false))
+            .unwrap_or(false);
+        let guard = string_arg(start)
+            .and_then(|start| NetGuard::parse(&start, allow_private))
+            .ok_or_else(|| invalid(atoms::guard_start_url(), "must be an absolute URL"))?;
+        options.guard = Some(guard);
     }
     Ok(options)
 }
