@@ -4,6 +4,7 @@
 
 mod atoms;
 mod convert;
+mod etf;
 mod nifs;
 mod pending;
 mod runtime;

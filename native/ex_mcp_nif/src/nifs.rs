@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mcp_registration::{etf, Call, Options, Secret};
+use crate::etf;
+use mcp_registration::{Call, Options, Secret};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
 

@@ -1,5 +1,5 @@
 //! "Reply later": a call runs on tokio and its result is sent to the caller
-//! as `{ref, etf_binary}` (see `mcp_registration::etf` for why a binary). The caller holds a `Pending` resource; cancelling it,
+//! as `{ref, etf_binary}` (see `crate::etf` for why a binary). The caller holds a `Pending` resource; cancelling it,
 //! or the caller dying (which frees the resource), aborts the work.
 //!
 //! Delivery and cancellation race on one atomic: exactly one of them wins, so
@@ -9,8 +9,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use crate::etf;
 use futures_util::FutureExt;
-use mcp_registration::{etf, Call, Error, Outcome, TransportError};
+use mcp_registration::{Call, Error, Outcome, TransportError};
 use rustler::env::OwnedEnv;
 use rustler::{LocalPid, NewBinary, Resource, ResourceArc, Term};
 use tokio::task::AbortHandle;

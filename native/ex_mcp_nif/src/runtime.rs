@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mcp_registration::etf;
+use crate::etf;
 use once_cell::sync::OnceCell;
 use rustler::{Atom, Env, Term};
 use tokio::runtime::Runtime;

@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use mcp_registration::etf;
+use crate::etf;
 use mcp_registration::server::{self, RunningServer, ServerConfig, ServerError};
 use rustler::types::atom::Atom;
 use rustler::types::map::map_new;

@@ -6,7 +6,6 @@
 
 pub mod client;
 pub mod error;
-pub mod etf;
 pub mod metadata;
 pub mod request;
 pub mod response;

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use crate::{metadata, ClientInformation, Error, Outcome, RequestError, TransportError};
+use mcp_registration::{metadata, ClientInformation, Error, Outcome, RequestError, TransportError};
 use serde_json::Value;
 
 const VERSION: u8 = 131;
