@@ -11,7 +11,7 @@ defmodule ExMCP.Hardening.HostileDataTest do
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
   alias ExMCP.Test.JSON
 
   @json [{"content-type", "application/json"}]

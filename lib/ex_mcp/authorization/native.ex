@@ -47,7 +47,6 @@ defmodule ExMCP.Authorization.Native do
   def delete(_uri, _token, _options, _ref), do: not_loaded()
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
-  def panic_next_call, do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
 
@@ -58,6 +57,19 @@ defmodule ExMCP.Authorization.Native do
   def server_lookup(_server, _client_id), do: not_loaded()
   def server_list(_server), do: not_loaded()
   def server_count(_server), do: not_loaded()
+
+  # Test hooks: NIFs that exist only when the crate is built with its
+  # `test-hooks` feature (MIX_ENV=test). Elsewhere these stubs stay.
+  def panic_next_call, do: test_hook_missing()
+  def etf_encode_json(_term), do: test_hook_missing()
+  def reply_atom_names, do: test_hook_missing()
+
+  defp test_hook_missing do
+    case :persistent_term.get({__MODULE__, :load_error}, nil) do
+      nil -> raise RuntimeError, "this NIF library was built without the test-hooks cargo feature"
+      message -> raise RuntimeError, message
+    end
+  end
 
   defp not_loaded do
     raise RuntimeError,

@@ -9,6 +9,8 @@ mod nifs;
 mod pending;
 mod runtime;
 mod server;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 /// Rust's own allocations (request and answer documents, buffers, tokio
 /// and hyper state) come from mimalloc: with the BEAM's schedulers and the

@@ -4,7 +4,6 @@
 //! (header syntax, token characters) comes back as `{:invalid_option, ...}`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::etf;
@@ -14,7 +13,7 @@ use rustler::{Binary, Encoder, Env, NifResult, Term};
 
 use crate::atoms;
 use crate::convert;
-use crate::pending::{self, Pending, PANIC_NEXT_CALL};
+use crate::pending::{self, Pending};
 use crate::runtime::InFlight;
 
 type Prepared<'a> = Result<Call, Term<'a>>;
@@ -94,13 +93,6 @@ fn cancel(pending: rustler::ResourceArc<Pending>) -> Atom {
 #[rustler::nif]
 fn in_flight() -> usize {
     InFlight::count()
-}
-
-/// Test hook: the next call panics inside the request path.
-#[rustler::nif]
-fn panic_next_call() -> Atom {
-    PANIC_NEXT_CALL.store(true, Ordering::SeqCst);
-    atoms::ok()
 }
 
 fn start<'a>(env: Env<'a>, prepared: Prepared<'a>, reply_ref: Term<'a>) -> NifResult<Term<'a>> {

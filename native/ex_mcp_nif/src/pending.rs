@@ -6,7 +6,7 @@
 //! a reply is either in the caller's mailbox or never sent at all.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::etf;
@@ -21,10 +21,6 @@ use crate::runtime::{runtime, InFlight};
 const PENDING: u8 = 0;
 const DELIVERED: u8 = 1;
 const CANCELLED: u8 = 2;
-
-/// Test-only fault injection: when set, the next call panics inside the
-/// request path. Inert unless a test sets it.
-pub static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
 
 pub struct Pending {
     state: Arc<AtomicU8>,
@@ -90,7 +86,8 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
 }
 
 async fn run(call: Call) -> Result<Outcome, Error> {
-    if PANIC_NEXT_CALL.swap(false, Ordering::SeqCst) {
+    #[cfg(feature = "test-hooks")]
+    if crate::test_hooks::take_panic() {
         panic!("forced panic in the request path (test hook)");
     }
     call.run().await
