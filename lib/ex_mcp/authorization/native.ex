@@ -20,18 +20,30 @@ defmodule ExMCP.Authorization.Native do
         :persistent_term.erase({__MODULE__, :load_error})
         :ok
 
-      {:error, {_reason, text}} ->
+      {:error, {_reason, text}} = error ->
         message =
           "the ExMCP registration NIF could not be loaded from #{path}.so: #{text}. " <>
             "Run `mix compile` (it builds the Rust crate with cargo) and check its output."
 
-        :persistent_term.put({__MODULE__, :load_error}, message)
         Logger.error(message)
-        # Loading the module anyway lets every call raise this message
-        # instead of an opaque UndefinedFunctionError.
-        :ok
+
+        if reloading?() do
+          # A new version of this module (a code upgrade, `r/1`) whose NIF
+          # does not load: fail the load, so that the running version and
+          # its NIF stay in place and the caller sees `{:error, :on_load_failure}`.
+          error
+        else
+          # First load: loading the module anyway lets every call raise this
+          # message instead of an opaque UndefinedFunctionError.
+          :persistent_term.put({__MODULE__, :load_error}, message)
+          :ok
+        end
     end
   end
+
+  # While this function runs as `@on_load`, a version of the module that was
+  # already loaded is still the current one.
+  defp reloading?, do: :erlang.module_loaded(__MODULE__)
 
   defp nif_path do
     case :code.priv_dir(@app) do

@@ -5,6 +5,7 @@
 mod atoms;
 mod convert;
 mod etf;
+mod init;
 mod nifs;
 mod pending;
 mod runtime;
@@ -19,5 +20,3 @@ mod test_hooks;
 /// keeps its own allocators.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-rustler::init!("Elixir.ExMCP.Authorization.Native", load = runtime::load);
