@@ -81,9 +81,9 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
   | Option | Default | Meaning |
   |---|---|---|
-  | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included. |
-  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP and TLS). |
-  | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. |
+  | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included; at most `4_294_967_295` (the VM's `receive` limit). |
+  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP and TLS); at most `4_294_967_295`. |
+  | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. At most 2^64 − 1. |
   | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `accept`, `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
   | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. |
   | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
@@ -94,7 +94,10 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
       config :ex_mcp_registration, timeout: 30_000, cacertfile: "/etc/ssl/corp-ca.pem"
 
-  An unknown or ill-typed option raises `ArgumentError` naming the option.
+  An unknown or ill-typed option, or an integer out of its range, raises
+  `ArgumentError` naming the option, before anything is sent. The default
+  values come from the Rust core (`Options::default()`), which also checks
+  every value.
   The tokio worker count is read once, when the NIF loads:
   `config :ex_mcp_registration, runtime_worker_threads: 2` (default: 2, or 1
   on a one-core machine).
@@ -209,13 +212,6 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:replace, boolean()}
 
   @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
-  @defaults [
-    timeout: 15_000,
-    connect_timeout: 5_000,
-    max_response_bytes: 1_048_576,
-    headers: [],
-    cacertfile: nil
-  ]
 
   @doc """
   Registers a new client with the authorization server (RFC 7591 §3).
@@ -425,43 +421,31 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
     configured = for key <- @common_options, (value = Application.get_env(@app, key)) != nil, do: {key, value}
 
-    @defaults
+    # One place per rule: the integer defaults come from the Rust core
+    # (`Options::default()`, through the NIF), and the NIF checks every value
+    # it is given, raising as `ArgumentError` before anything is sent.
+    Native.option_defaults()
+    |> Map.to_list()
     |> Keyword.merge(configured)
     |> Keyword.merge(opts)
-    |> Enum.map(fn {key, value} -> {key, check_option!(key, value)} end)
+    |> Enum.map(fn {key, value} -> {key, option!(key, value)} end)
   end
 
-  defp check_option!(key, value) when key in [:timeout, :connect_timeout, :max_response_bytes] do
-    if is_integer(value) and value > 0,
-      do: value,
-      else: raise(ArgumentError, "option #{inspect(key)} must be a positive integer, got: #{inspect(value)}")
+  # A charlist path is a path too.
+  defp option!(:cacertfile, path) when is_list(path) do
+    case :unicode.characters_to_binary(path) do
+      binary when is_binary(binary) -> binary
+      _ -> path
+    end
   end
 
-  defp check_option!(:headers, headers) do
-    valid? = is_list(headers) and Enum.all?(headers, &match?({n, v} when is_binary(n) and is_binary(v), &1))
+  # Only this module reads :replace.
+  defp option!(:replace, flag) when is_boolean(flag), do: flag
 
-    if valid?,
-      do: headers,
-      else: raise(ArgumentError, "option :headers must be a list of {name, value} string tuples")
-  end
-
-  defp check_option!(:cacertfile, nil), do: nil
-  defp check_option!(:cacertfile, path) when is_binary(path), do: path
-  defp check_option!(:cacertfile, path) when is_list(path), do: List.to_string(path)
-
-  defp check_option!(:cacertfile, other),
-    do: raise(ArgumentError, "option :cacertfile must be a path, got: #{type_name(other)}")
-
-  defp check_option!(:initial_access_token, token) when is_binary(token) or is_nil(token), do: token
-
-  # Never echo a token, not even a malformed one.
-  defp check_option!(:initial_access_token, other),
-    do: raise(ArgumentError, "option :initial_access_token must be a string, got: #{type_name(other)}")
-
-  defp check_option!(:replace, flag) when is_boolean(flag), do: flag
-
-  defp check_option!(:replace, other),
+  defp option!(:replace, other),
     do: raise(ArgumentError, "option :replace must be a boolean, got: #{inspect(other)}")
+
+  defp option!(_key, value), do: value
 
   defp native_options(opts), do: Map.new(Keyword.delete(opts, :replace))
 

@@ -59,6 +59,8 @@ defmodule ExMCP.Authorization.Native do
   def delete(_uri, _token, _options, _ref), do: not_loaded()
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
+  def option_defaults, do: not_loaded()
+  def bearer_token(_token), do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
 

@@ -346,7 +346,8 @@ defmodule ExMCP.Authorization.RegistrationServer do
 
   # Never echo a token, not even a malformed one.
   defp check_option!(:initial_access_token, token) do
-    unless is_binary(token) and token =~ ~r/\A[\x21-\x7E]+\z/ do
+    # The character rule is the Rust core's (mcp_registration::token).
+    unless is_binary(token) and Native.bearer_token(token) do
       raise ArgumentError,
             "option :initial_access_token must be a non-empty string of visible ASCII characters without spaces"
     end

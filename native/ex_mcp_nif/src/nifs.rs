@@ -89,6 +89,13 @@ fn cancel(pending: rustler::ResourceArc<Pending>) -> Atom {
     }
 }
 
+/// Whether a binary can be a Bearer token (`mcp_registration::token`): the
+/// embedded server's options are checked in the caller's process with it.
+#[rustler::nif]
+fn bearer_token(token: Binary) -> bool {
+    std::str::from_utf8(token.as_slice()).is_ok_and(mcp_registration::token::is_token)
+}
+
 /// Calls spawned and not yet finished or aborted (for tests and monitoring).
 #[rustler::nif]
 fn in_flight() -> usize {
@@ -134,8 +141,31 @@ fn string_arg(term: Term) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads the options map the Elixir module built. Durations are in
-/// milliseconds; absent keys keep the defaults.
+/// The largest duration in milliseconds: the BEAM's `receive ... after`
+/// limit (2^32 - 1), so that the caller's wait can always honour it.
+const MAX_MILLIS: u64 = u32::MAX as u64;
+
+/// The defaults of the integer options, from `Options::default()`: the
+/// Elixir module merges them under the caller's options and documents them.
+#[rustler::nif]
+fn option_defaults(env: Env) -> Term {
+    let defaults = Options::default();
+    let pairs = [
+        (atoms::timeout(), defaults.timeout.as_millis() as u64),
+        (
+            atoms::connect_timeout(),
+            defaults.connect_timeout.as_millis() as u64,
+        ),
+        (atoms::max_response_bytes(), defaults.max_response_bytes),
+    ];
+    Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v.encode(env))))
+        .expect("distinct keys")
+}
+
+/// Reads and checks the options map the Elixir module built: this is the one
+/// place where option values are checked. Durations are in milliseconds;
+/// absent keys keep `Options::default()`. Values are never echoed (a token
+/// may be misplaced anywhere).
 fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     let mut options = Options::default();
     let get = |key: Atom| {
@@ -145,22 +175,24 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     };
     let invalid = |key: Atom, message: &str| convert::invalid_option(env, key, message);
 
-    if let Some(ms) = get(atoms::timeout()) {
-        let ms: u64 = ms
-            .decode()
-            .map_err(|_| invalid(atoms::timeout(), "must be a positive integer"))?;
+    let integer = |key: Atom, max: u64| -> Result<Option<u64>, Term<'a>> {
+        get(key)
+            .map(|term| {
+                term.decode::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| invalid(key, &format!("must be an integer from 1 to {max}")))
+            })
+            .transpose()
+    };
+    if let Some(ms) = integer(atoms::timeout(), MAX_MILLIS)? {
         options.timeout = Duration::from_millis(ms);
     }
-    if let Some(ms) = get(atoms::connect_timeout()) {
-        let ms: u64 = ms
-            .decode()
-            .map_err(|_| invalid(atoms::connect_timeout(), "must be a positive integer"))?;
+    if let Some(ms) = integer(atoms::connect_timeout(), MAX_MILLIS)? {
         options.connect_timeout = Duration::from_millis(ms);
     }
-    if let Some(bytes) = get(atoms::max_response_bytes()) {
-        options.max_response_bytes = bytes
-            .decode()
-            .map_err(|_| invalid(atoms::max_response_bytes(), "must be a positive integer"))?;
+    if let Some(bytes) = integer(atoms::max_response_bytes(), u64::MAX)? {
+        options.max_response_bytes = bytes;
     }
     if let Some(headers) = get(atoms::headers()) {
         let pairs: Vec<(String, String)> = headers.decode().map_err(|_| {

@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod token;
 pub mod uri;
 
 pub use client::{Call, Options, Outcome, Secret};
