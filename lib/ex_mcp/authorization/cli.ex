@@ -6,6 +6,7 @@ defmodule ExMCP.Authorization.CLI do
   alias ExMCP.Authorization.{ClientRegistration, Native}
 
   @doc "Parses `argv` strictly; an unknown flag stops the task with its name."
+  @spec parse!([String.t()], keyword(atom()), String.t()) :: {keyword(), [String.t()]}
   def parse!(argv, switches, task) do
     case OptionParser.parse(argv, strict: switches) do
       {opts, args, []} -> {opts, args}
@@ -14,6 +15,7 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "Library options from the shared flags."
+  @spec call_options(keyword()) :: [ClientRegistration.option()]
   def call_options(opts) do
     Enum.flat_map([:timeout, :cacertfile], fn key ->
       case Keyword.fetch(opts, key) do
@@ -24,6 +26,7 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "A client information map as the JSON document a server would send."
+  @spec to_json(ClientRegistration.client_information()) :: String.t()
   def to_json(client) do
     document =
       client
@@ -37,6 +40,7 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "Reads the registration client URI and token from a credential file."
+  @spec read_credentials!(Path.t()) :: {String.t(), String.t()}
   def read_credentials!(path) do
     with {:ok, text} <- File.read(path),
          {:ok, %{} = document} <- Native.json_decode(text),
@@ -51,14 +55,17 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "Writes credentials readable by the owner only: they hold secrets."
+  @spec write_credentials!(Path.t(), ClientRegistration.client_information()) :: :ok
   def write_credentials!(path, client) do
     File.write!(path, to_json(client) <> "\n")
     File.chmod!(path, 0o600)
   end
 
   @doc "Stops the task with a non-zero exit and the error in one sentence."
+  @spec fail!(ClientRegistration.reason()) :: no_return()
   def fail!(reason), do: Mix.raise(ClientRegistration.format_error(reason))
 
   @doc "Status lines go to stderr, so stdout holds only the JSON."
+  @spec info(String.t()) :: :ok
   def info(message), do: IO.puts(:stderr, message)
 end

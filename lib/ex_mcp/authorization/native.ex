@@ -11,6 +11,7 @@ defmodule ExMCP.Authorization.Native do
   @on_load :load_nif
 
   @doc false
+  @spec load_nif() :: :ok | {:error, {atom(), charlist()}}
   def load_nif do
     path = nif_path()
     threads = Application.get_env(@app, :runtime_worker_threads, 0)
@@ -53,44 +54,72 @@ defmodule ExMCP.Authorization.Native do
     |> String.to_charlist()
   end
 
+  # NIF stubs. Each body runs only when the library is not loaded;
+  # :erlang.nif_error/1 tells Dialyzer so, and the @spec states what the NIF
+  # returns.
+
+  @typedoc "A call in flight: a NIF resource; dropping it aborts the call."
+  @type pending() :: reference()
+  @typedoc "A running embedded server: a NIF resource."
+  @type server() :: reference()
+  @typedoc "A call NIF's immediate answer: started, or refused before anything was sent."
+  @type started() :: {:ok, pending()} | {:error, term()}
+
+  @spec register(map(), map(), reference()) :: started()
   def register(_request, _options, _ref), do: not_loaded()
+  @spec get(String.t(), String.t(), map(), reference()) :: started()
   def get(_uri, _token, _options, _ref), do: not_loaded()
+  @spec update(String.t(), String.t(), map(), boolean(), map(), reference()) :: started()
   def update(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
+  @spec delete(String.t(), String.t(), map(), reference()) :: started()
   def delete(_uri, _token, _options, _ref), do: not_loaded()
+  @spec cancel(pending()) :: :cancelled | :delivered
   def cancel(_pending), do: not_loaded()
+  @spec in_flight() :: non_neg_integer()
   def in_flight, do: not_loaded()
+  @spec option_defaults() :: %{atom() => pos_integer()}
   def option_defaults, do: not_loaded()
+  @spec bearer_token(binary()) :: boolean()
   def bearer_token(_token), do: not_loaded()
+  @spec json_encode(term(), boolean()) :: {:ok, String.t()} | {:error, String.t()}
   def json_encode(_term, _pretty), do: not_loaded()
+  @spec json_decode(binary()) :: {:ok, term()} | {:error, String.t()}
   def json_decode(_text), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).
+  @spec server_start(map()) :: {:ok, server()} | {:error, term()}
   def server_start(_config), do: not_loaded()
+  @spec server_stop(server()) :: :ok | {:error, :timeout}
   def server_stop(_server), do: not_loaded()
+  @spec server_info(server()) :: map()
   def server_info(_server), do: not_loaded()
+  @spec server_lookup(server(), String.t()) :: {:ok, map()} | :error
   def server_lookup(_server, _client_id), do: not_loaded()
+  @spec server_list(server()) :: [map()]
   def server_list(_server), do: not_loaded()
+  @spec server_count(server()) :: non_neg_integer()
   def server_count(_server), do: not_loaded()
 
   # Test hooks: NIFs that exist only when the crate is built with its
   # `test-hooks` feature (MIX_ENV=test). Elsewhere these stubs stay.
-  def panic_next_call, do: test_hook_missing()
-  def etf_encode_json(_term), do: test_hook_missing()
-  def reply_atom_names, do: test_hook_missing()
+  @spec panic_next_call() :: :ok
+  def panic_next_call,
+    do: :erlang.nif_error(load_error("this NIF library was built without the test-hooks cargo feature"))
 
-  defp test_hook_missing do
-    case :persistent_term.get({__MODULE__, :load_error}, nil) do
-      nil -> raise RuntimeError, "this NIF library was built without the test-hooks cargo feature"
-      message -> raise RuntimeError, message
-    end
-  end
+  @spec etf_encode_json(term()) :: binary() | {:error, String.t()}
+  def etf_encode_json(_term),
+    do: :erlang.nif_error(load_error("this NIF library was built without the test-hooks cargo feature"))
 
-  defp not_loaded do
-    raise RuntimeError,
-          :persistent_term.get(
-            {__MODULE__, :load_error},
-            "the ExMCP registration NIF is not loaded"
-          )
+  @spec reply_atom_names() :: [String.t()]
+  def reply_atom_names,
+    do: :erlang.nif_error(load_error("this NIF library was built without the test-hooks cargo feature"))
+
+  defp not_loaded, do: :erlang.nif_error(load_error("the ExMCP registration NIF is not loaded"))
+
+  # Why the NIF is missing: the load error if the library did not load,
+  # else `otherwise`. A RuntimeError, so that callers can rescue it.
+  defp load_error(otherwise) do
+    RuntimeError.exception(:persistent_term.get({__MODULE__, :load_error}, otherwise))
   end
 
   # How long to wait for a reply that the NIF has already committed to send.
@@ -105,6 +134,7 @@ defmodule ExMCP.Authorization.Native do
   `after` clause below uses it, which keeps it alive while waiting. After the wait gives up the call is
   cancelled, and no late reply can reach the caller's mailbox.
   """
+  @spec call((reference() -> started()), timeout()) :: term()
   def call(start, timeout) do
     ref = make_ref()
 
