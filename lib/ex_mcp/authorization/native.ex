@@ -79,14 +79,16 @@ defmodule ExMCP.Authorization.Native do
   def in_flight, do: not_loaded()
   @spec option_defaults() :: %{atom() => pos_integer()}
   def option_defaults, do: not_loaded()
-  @spec bearer_token(binary()) :: boolean()
-  def bearer_token(_token), do: not_loaded()
   @spec json_encode(term(), boolean()) :: {:ok, String.t()} | {:error, String.t()}
   def json_encode(_term, _pretty), do: not_loaded()
   @spec json_decode(binary()) :: {:ok, term()} | {:error, String.t()}
   def json_decode(_text), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).
+  @spec server_check_config(map()) :: :ok | {:error, {:invalid_option, atom(), String.t()}}
+  def server_check_config(_config), do: not_loaded()
+  @spec server_defaults() :: map()
+  def server_defaults, do: not_loaded()
   @spec server_start(map()) :: {:ok, server()} | {:error, term()}
   def server_start(_config), do: not_loaded()
   @spec server_stop(server()) :: :ok | {:error, :timeout}

@@ -89,13 +89,6 @@ fn cancel(pending: rustler::ResourceArc<Pending>) -> Atom {
     }
 }
 
-/// Whether a binary can be a Bearer token (`mcp_registration::token`): the
-/// embedded server's options are checked in the caller's process with it.
-#[rustler::nif]
-fn bearer_token(token: Binary) -> bool {
-    std::str::from_utf8(token.as_slice()).is_ok_and(mcp_registration::token::is_token)
-}
-
 /// Calls spawned and not yet finished or aborted (for tests and monitoring).
 #[rustler::nif]
 fn in_flight() -> usize {
