@@ -53,6 +53,7 @@ defmodule ExMCP.Build.OnePlaceTest do
             timeout: -1,
             timeout: 1.5,
             timeout: "soon",
+            timeout: nil,
             connect_timeout: 4_294_967_296,
             connect_timeout: 0,
             max_response_bytes: 18_446_744_073_709_551_616,

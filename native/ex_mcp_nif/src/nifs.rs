@@ -168,8 +168,10 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     };
     let invalid = |key: Atom, message: &str| convert::invalid_option(env, key, message);
 
+    // An integer option given as nil is refused, not taken as the default.
     let integer = |key: Atom, max: u64| -> Result<Option<u64>, Term<'a>> {
-        get(key)
+        term.map_get(key)
+            .ok()
             .map(|term| {
                 term.decode::<u64>()
                     .ok()
