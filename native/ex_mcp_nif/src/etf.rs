@@ -359,25 +359,3 @@ pub fn reply_atom_names() -> impl Iterator<Item = &'static str> {
         .chain([metadata::REGISTRATION_ENDPOINT, metadata::EXTRA])
         .chain(REPLY_ATOMS.iter().copied())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn integers_use_the_smallest_encoding() {
-        let mut w = Writer::new();
-        w.unsigned(7);
-        w.signed(-1);
-        w.unsigned(1 << 40);
-        w.signed(i64::MIN);
-        assert_eq!(
-            w.out,
-            [
-                vec![131, 97, 7, 98, 255, 255, 255, 255, 110, 6, 0, 0, 0, 0, 0, 0, 1],
-                vec![110, 8, 1, 0, 0, 0, 0, 0, 0, 0, 128]
-            ]
-            .concat()
-        );
-    }
-}
