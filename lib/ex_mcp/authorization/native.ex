@@ -83,6 +83,8 @@ defmodule ExMCP.Authorization.Native do
   def json_encode(_term, _pretty), do: not_loaded()
   @spec json_decode(binary()) :: {:ok, term()} | {:error, String.t()}
   def json_decode(_text), do: not_loaded()
+  @spec write_private_file(String.t(), binary()) :: :ok | {:error, String.t()}
+  def write_private_file(_path, _contents), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).
   @spec server_check_config(map()) :: :ok | {:error, {:invalid_option, atom(), String.t()}}

@@ -8,6 +8,7 @@ mod etf;
 mod init;
 mod nifs;
 mod pending;
+mod private_file;
 mod runtime;
 mod server;
 #[cfg(feature = "test-hooks")]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::etf;
-use mcp_registration::{Call, Options, Secret};
+use mcp_registration::{Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
 
@@ -207,13 +207,27 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
             .ok_or_else(|| invalid(atoms::cacertfile(), "must be a path string"))?;
         options.cacertfile = Some(PathBuf::from(path));
     }
+    if let Some(proxy) = get(atoms::proxy()) {
+        options.proxy = if proxy == atoms::system().to_term(env) {
+            ProxySetting::System
+        } else {
+            // The URL is never echoed: it may hold a password.
+            let url = string_arg(proxy).ok_or_else(|| {
+                invalid(
+                    atoms::proxy(),
+                    "must be an http:// or https:// URL string, :system or nil",
+                )
+            })?;
+            ProxySetting::Url(ProxyUrl::parse(&url).map_err(|m| invalid(atoms::proxy(), &m))?)
+        };
+    }
     if let Some(token) = get(atoms::initial_access_token()) {
         let token = string_arg(token)
             .and_then(|t| Secret::new("initial_access_token", t).ok())
             .ok_or_else(|| {
                 invalid(
                     atoms::initial_access_token(),
-                    "must be a non-empty string of visible ASCII characters",
+                    "must be a non-empty string of visible ASCII characters without spaces",
                 )
             })?;
         options.initial_access_token = Some(token);
