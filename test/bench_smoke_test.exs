@@ -29,7 +29,8 @@ defmodule ExMCP.Authorization.BenchSmokeTest do
           "## Ratios",
           "NIF call on the scheduler",
           "ticking every 1 ms",
-          "Memory (BEAM total / OS RSS)"
+          "Memory (BEAM total / OS RSS)",
+          "## Cancellation and deadlines"
         ] do
       assert report =~ section
     end

@@ -12,13 +12,10 @@ defmodule ExMCP.Hardening.HostileDataTest do
   alias ExMCP.Test.FixtureServer
 
   import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.HardeningReport, only: [report: 2]
   alias ExMCP.Test.JSON
 
   @json [{"content-type", "application/json"}]
-
-  defp report(label, value) do
-    if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
-  end
 
   describe "atoms" do
     defp random_name, do: "m_" <> Base.encode32(:crypto.strong_rand_bytes(10), case: :lower, padding: false)

@@ -2,13 +2,21 @@
 // (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
 //
 //   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate]
+//                                       [--tls-cert FILE --tls-key FILE]
 //
 // Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
 // dynamic registration (features.registration) and its management
-// (features.registrationManagement) enabled.
+// (features.registrationManagement) enabled, and the client credentials
+// grant (features.clientCredentials), with which a test can check that a
+// registered client_secret authenticates the client at the token endpoint.
 //
 //   --initial-access-token TOKEN  registration requires `Authorization: Bearer TOKEN`
 //   --rotate                      every update (PUT) rotates the registration access token
+//   --tls-cert FILE, --tls-key FILE
+//                                 serve https with this PEM certificate and key; the issuer
+//                                 is then https://127.0.0.1:<port>. The script reads its own
+//                                 discovery document, so the certificate's CA must be
+//                                 trusted through NODE_EXTRA_CA_CERTS.
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -20,7 +28,9 @@
 //
 // Install the dependencies first: npm ci --prefix test/servers
 
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { parseArgs } from 'node:util';
 
 // stdout carries the one JSON line and nothing else. oidc-provider prints its
@@ -51,6 +61,8 @@ try {
     options: {
       'initial-access-token': { type: 'string' },
       rotate: { type: 'boolean', default: false },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -62,14 +74,25 @@ try {
 
 const { default: Provider } = await import('oidc-provider');
 
+if ((options['tls-cert'] === undefined) !== (options['tls-key'] === undefined)) {
+  console.error('oidc_provider.mjs: --tls-cert and --tls-key go together');
+  process.exit(2);
+}
+const tls = options['tls-cert'] !== undefined;
+
 // The issuer carries the port, so the port is bound before the provider is built.
-const server = http.createServer();
+const server = tls
+  ? https.createServer({
+      cert: readFileSync(options['tls-cert']),
+      key: readFileSync(options['tls-key']),
+    })
+  : http.createServer();
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(0, '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 const registration = { enabled: true };
 if (options['initial-access-token'] !== undefined) {
@@ -82,7 +105,11 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
   extraClientMetadata: { properties: ['software_id', 'software_version'] },
+  // A fixed lifetime for client credentials tokens (the default makes
+  // oidc-provider print a notice).
+  ttl: { ClientCredentials: 600 },
   features: {
+    clientCredentials: { enabled: true },
     registration,
     registrationManagement: {
       enabled: true,

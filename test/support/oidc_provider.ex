@@ -12,6 +12,10 @@ defmodule ExMCP.Test.OidcProvider do
     * `:initial_access_token` - registration then requires this bearer token
     * `:rotate` - when `true`, every update rotates the registration access token
       (default `false`)
+    * `:tls` - `[certfile: pem, keyfile: pem, cacertfile: pem]`: serve https with
+      this certificate and key (the issuer and endpoints are then `https://`);
+      `cacertfile` is the CA that signed the certificate, which the script
+      trusts to read its own discovery document
     * `:startup_timeout` - milliseconds to wait for the server to listen (default `20_000`)
     * `:id` - the child spec id, to run several servers under one supervisor
 
@@ -60,7 +64,8 @@ defmodule ExMCP.Test.OidcProvider do
           :use_stdio,
           {:line, 65_536},
           {:cd, @servers_dir},
-          {:args, [@script | script_args(opts)]}
+          {:args, [@script | script_args(opts)]},
+          {:env, script_env(opts)}
         ])
 
       os_pid = port |> Port.info(:os_pid) |> elem(1)
@@ -123,7 +128,21 @@ defmodule ExMCP.Test.OidcProvider do
       end
 
     rotate_args = if Keyword.get(opts, :rotate, false), do: ["--rotate"], else: []
-    token_args ++ rotate_args
+
+    tls_args =
+      case Keyword.get(opts, :tls) do
+        nil -> []
+        tls -> ["--tls-cert", Keyword.fetch!(tls, :certfile), "--tls-key", Keyword.fetch!(tls, :keyfile)]
+      end
+
+    token_args ++ rotate_args ++ tls_args
+  end
+
+  defp script_env(opts) do
+    case Keyword.get(opts, :tls) do
+      nil -> []
+      tls -> [{~c"NODE_EXTRA_CA_CERTS", String.to_charlist(Keyword.fetch!(tls, :cacertfile))}]
+    end
   end
 
   defp await_ready(port, partial, deadline) do

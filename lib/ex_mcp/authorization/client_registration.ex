@@ -389,6 +389,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
       iex> ExMCP.Authorization.ClientRegistration.format_error({:missing_required_fields, [:client_name]})
       "the registration request is missing required fields: client_name"
+
+      iex> ExMCP.Authorization.ClientRegistration.format_error(
+      ...>   {:registration_error, 400, %{"error" => "invalid_redirect_uri", "error_description" => "no fragments"}}
+      ...> )
+      "the authorization server refused the request (HTTP 400): invalid_redirect_uri: no fragments"
+
+      iex> ExMCP.Authorization.ClientRegistration.format_error({:request_failed, {:body_too_large, 65_536}})
+      "the server's answer was larger than the 65536-byte limit (option :max_response_bytes)"
   """
   @spec format_error(reason() | term()) :: String.t()
   def format_error({:missing_required_fields, fields}),

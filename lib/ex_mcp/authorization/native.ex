@@ -104,19 +104,26 @@ defmodule ExMCP.Authorization.Native do
   @spec server_count(server()) :: non_neg_integer()
   def server_count(_server), do: not_loaded()
 
+  @no_test_hooks "this NIF library was built without the test-hooks cargo feature"
+
   # Test hooks: NIFs that exist only when the crate is built with its
   # `test-hooks` feature (MIX_ENV=test). Elsewhere these stubs stay.
   @spec panic_next_call() :: :ok
   def panic_next_call,
-    do: :erlang.nif_error(load_error("this NIF library was built without the test-hooks cargo feature"))
+    do: :erlang.nif_error(load_error(@no_test_hooks))
 
   @spec etf_encode_json(term()) :: binary() | {:error, String.t()}
   def etf_encode_json(_term),
-    do: :erlang.nif_error(load_error("this NIF library was built without the test-hooks cargo feature"))
+    do: :erlang.nif_error(load_error(@no_test_hooks))
 
   @spec reply_atom_names() :: [String.t()]
   def reply_atom_names,
-    do: :erlang.nif_error(load_error("this NIF library was built without the test-hooks cargo feature"))
+    do: :erlang.nif_error(load_error(@no_test_hooks))
+
+  @spec calls_started() :: non_neg_integer()
+  def calls_started, do: :erlang.nif_error(load_error(@no_test_hooks))
+  @spec hold_next_delivery() :: :ok
+  def hold_next_delivery, do: :erlang.nif_error(load_error(@no_test_hooks))
 
   defp not_loaded, do: :erlang.nif_error(load_error("the ExMCP registration NIF is not loaded"))
 

@@ -40,6 +40,9 @@ impl Pending {
             .is_ok();
         if won {
             self.abort.abort();
+        } else {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::cancel_lost();
         }
         won
     }
@@ -59,6 +62,8 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
     let state = Arc::new(AtomicU8::new(PENDING));
     let task_state = Arc::clone(&state);
     let in_flight = InFlight::enter();
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::call_started();
     let task = runtime().spawn(async move {
         let _in_flight = in_flight;
         let result = AssertUnwindSafe(run(call))
@@ -70,6 +75,8 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
             .compare_exchange(PENDING, DELIVERED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::before_send().await;
             // Fails only if the caller is already dead; then nobody waits.
             let _ = reply_env.send_and_clear(&caller, |env| {
                 (
