@@ -42,8 +42,30 @@ defmodule ExMCP.Build.ReloadTest do
       :ok = stop_supervised({:other, round})
       :erlang.garbage_collect()
     end
+  end
 
-    assert Native.in_flight() == 0
+  test "a call in flight during the reload gets its answer (same runtime, same pending resource)" do
+    test = self()
+
+    server =
+      ExMCP.Test.FixtureServer.start!(fn _request ->
+        send(test, {:arrived, self()})
+        receive do: (:answer -> :ok)
+        {:respond, 201, [{"content-type", "application/json"}], ~s({"client_id":"across-reload"})}
+      end)
+
+    call =
+      Task.async(fn ->
+        ClientRegistration.register_client(ExMCP.Test.FixtureServer.registration_request(server))
+      end)
+
+    assert_receive {:arrived, connection}, 5_000
+
+    reload!()
+    assert Native.in_flight() == 1
+    send(connection, :answer)
+
+    assert {:ok, %{client_id: "across-reload"}} = Task.await(call)
   end
 
   test "a reload whose NIF cannot load is an error, and the running version stays" do
