@@ -715,7 +715,25 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       {{:credentials_rotated, %ExMCP.Authorization.RotatedCredentials{client: %{client_id: "c1"}},
         {:registration_error, 400,
          %{"error" => "invalid_client_metadata", "error_description" => "bad scope"}}},
-       ["HTTP 400", "invalid_client_metadata", "bad scope", "new registration access token", "store them"]}
+       ["HTTP 400", "invalid_client_metadata", "bad scope", "new registration access token", "store them"]},
+      # Discovery (RFC 9728, RFC 8414) and obtain_client/3.
+      {{:discovery_failed, "https://as.example/.well-known/oauth-authorization-server",
+        {:http_error, 503, "down"}},
+       ["https://as.example/.well-known/oauth-authorization-server", "HTTP 503"]},
+      {{:invalid_metadata, "https://mcp.example/.well-known/oauth-protected-resource", "resource is missing"},
+       ["https://mcp.example/.well-known/oauth-protected-resource", "resource is missing"]},
+      {{:resource_mismatch, "https://other.example/mcp", "https://mcp.example/mcp"},
+       ["https://other.example/mcp", "https://mcp.example/mcp"]},
+      {{:issuer_mismatch, "https://as.example", "https://evil.example"},
+       ["https://as.example", "https://evil.example", "RFC 8414"]},
+      {{:authorization_server_metadata_not_found, "https://as.example/t",
+        ["https://as.example/.well-known/oauth-authorization-server/t"]},
+       ["https://as.example/t", "https://as.example/.well-known/oauth-authorization-server/t"]},
+      {{:url_refused, "https://10.0.0.1/", "10.0.0.1 is a private address"},
+       ["https://10.0.0.1/", "private address"]},
+      {{:invalid_www_authenticate, "unbalanced quote"}, ["WWW-Authenticate", "unbalanced quote"]},
+      {{:no_registration_path, ["dynamic registration: no registration_endpoint"]},
+       ["no way to obtain a client", "no registration_endpoint"]}
     ]
 
     test "every reason becomes one sentence that carries its details" do

@@ -27,7 +27,7 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "A client information map as the JSON document a server would send."
-  @spec to_json(ClientRegistration.client_information()) :: String.t()
+  @spec to_json(map()) :: String.t()
   def to_json(client) do
     document =
       client
@@ -63,7 +63,7 @@ defmodule ExMCP.Authorization.CLI do
   mode 0600 before the secret goes in, then renamed over `path` (see
   `native/ex_mcp_nif/src/private_file.rs`).
   """
-  @spec write_credentials!(Path.t(), ClientRegistration.client_information()) :: :ok
+  @spec write_credentials!(Path.t(), map()) :: :ok
   def write_credentials!(path, client) do
     case Native.write_private_file(Path.expand(path), to_json(client) <> "\n") do
       :ok -> :ok

@@ -73,16 +73,22 @@ defmodule ExMCP.Authorization.Native do
   def update(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
   @spec delete(String.t(), String.t(), map(), reference()) :: started()
   def delete(_uri, _token, _options, _ref), do: not_loaded()
+  @spec discover(String.t(), map(), map(), reference()) :: started()
+  def discover(_server_url, _discover_options, _options, _ref), do: not_loaded()
   @spec cancel(pending()) :: :cancelled | :delivered
   def cancel(_pending), do: not_loaded()
   @spec in_flight() :: non_neg_integer()
   def in_flight, do: not_loaded()
   @spec option_defaults() :: %{atom() => pos_integer()}
   def option_defaults, do: not_loaded()
+  @spec check_options(map()) :: :ok | {:error, {:invalid_option, atom(), String.t()}}
+  def check_options(_options), do: not_loaded()
   @spec json_encode(term(), boolean()) :: {:ok, String.t()} | {:error, String.t()}
   def json_encode(_term, _pretty), do: not_loaded()
   @spec json_decode(binary()) :: {:ok, term()} | {:error, String.t()}
   def json_decode(_text), do: not_loaded()
+  @spec client_metadata_document(String.t(), map(), boolean()) :: {:ok, map()} | {:error, term()}
+  def client_metadata_document(_url, _metadata, _allow_loopback_http), do: not_loaded()
   @spec write_private_file(String.t(), binary()) :: :ok | {:error, String.t()}
   def write_private_file(_path, _contents), do: not_loaded()
 

@@ -3,7 +3,9 @@
 //! embedded registration server (`server`) runs on the same runtime.
 
 mod atoms;
+mod client_id_metadata_document;
 mod convert;
+mod discovery;
 mod etf;
 mod init;
 mod nifs;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::etf;
+use mcp_registration::net_guard::NetGuard;
 use mcp_registration::{Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -155,11 +156,23 @@ fn option_defaults(env: Env) -> Term {
         .expect("distinct keys")
 }
 
+/// `check_options(options)`: `:ok`, or `{:error, {:invalid_option, key,
+/// message}}` for the first option a call would refuse. The Elixir module
+/// checks every call's options with it before doing anything else, so that a
+/// bad option is an `ArgumentError` even on paths that send nothing.
+#[rustler::nif]
+fn check_options<'a>(env: Env<'a>, options: Term<'a>) -> Term<'a> {
+    match options_from(env, options) {
+        Ok(_) => atoms::ok().encode(env),
+        Err(reason) => (atoms::error(), reason).encode(env),
+    }
+}
+
 /// Reads and checks the options map the Elixir module built: this is the one
 /// place where option values are checked. Durations are in milliseconds;
 /// absent keys keep `Options::default()`. Values are never echoed (a token
 /// may be misplaced anywhere).
-fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
+pub(crate) fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     let mut options = Options::default();
     let get = |key: Atom| {
         term.map_get(key)
@@ -231,6 +244,17 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
                 )
             })?;
         options.initial_access_token = Some(token);
+    }
+    // obtain_client/3 registers at an endpoint learned during discovery:
+    // the same guard as discovery applies (see mcp_registration::net_guard).
+    if let Some(start) = get(atoms::guard_start_url()) {
+        let allow_private = get(atoms::allow_private_networks())
+            .map(|t| t.decode::<bool>().unwrap_or(false))
+            .unwrap_or(false);
+        let guard = string_arg(start)
+            .and_then(|start| NetGuard::parse(&start, allow_private))
+            .ok_or_else(|| invalid(atoms::guard_start_url(), "must be an absolute URL"))?;
+        options.guard = Some(guard);
     }
     Ok(options)
 }

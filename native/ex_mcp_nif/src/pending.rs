@@ -5,13 +5,14 @@
 //! Delivery and cancellation race on one atomic: exactly one of them wins, so
 //! a reply is either in the caller's mailbox or never sent at all.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::etf;
 use futures_util::FutureExt;
-use mcp_registration::{Call, Error, Outcome, TransportError};
+use mcp_registration::{Call, Discover, Error, TransportError};
 use rustler::env::OwnedEnv;
 use rustler::{LocalPid, NewBinary, Resource, ResourceArc, Term};
 use tokio::task::AbortHandle;
@@ -57,6 +58,28 @@ impl Drop for Pending {
 
 /// Spawns `call`; its result goes to `caller` tagged with `reply_ref`.
 pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pending> {
+    spawn_reply(caller, reply_ref, async move {
+        etf::result(&caught(call.run()).await)
+    })
+}
+
+/// Spawns a discovery run (`discover/2`), delivered like a call.
+pub fn spawn_discovery(
+    caller: LocalPid,
+    reply_ref: Term,
+    discover: Discover,
+) -> ResourceArc<Pending> {
+    spawn_reply(caller, reply_ref, async move {
+        etf::discovery(&caught(discover.run()).await)
+    })
+}
+
+/// Runs `reply` (which yields the ETF bytes to send) on tokio.
+fn spawn_reply(
+    caller: LocalPid,
+    reply_ref: Term,
+    reply: impl Future<Output = Vec<u8>> + Send + 'static,
+) -> ResourceArc<Pending> {
     let mut reply_env = OwnedEnv::new();
     let saved_ref = reply_env.save(reply_ref);
     let state = Arc::new(AtomicU8::new(PENDING));
@@ -66,11 +89,7 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
     crate::test_hooks::call_started();
     let task = runtime().spawn(async move {
         let _in_flight = in_flight;
-        let result = AssertUnwindSafe(run(call))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()));
-        let reply = etf::result(&result);
+        let reply = reply.await;
         if task_state
             .compare_exchange(PENDING, DELIVERED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -92,12 +111,18 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
     })
 }
 
-async fn run(call: Call) -> Result<Outcome, Error> {
-    #[cfg(feature = "test-hooks")]
-    if crate::test_hooks::take_panic() {
-        panic!("forced panic in the request path (test hook)");
-    }
-    call.run().await
+/// A panic in the work becomes `{:request_failed, {:panic, message}}`.
+async fn caught<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    AssertUnwindSafe(async {
+        #[cfg(feature = "test-hooks")]
+        if crate::test_hooks::take_panic() {
+            panic!("forced panic in the request path (test hook)");
+        }
+        work.await
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

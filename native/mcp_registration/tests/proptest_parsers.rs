@@ -393,6 +393,25 @@ proptest! {
     }
 }
 
+proptest! {
+    /// RFC 9110 §11.6.1: any header value parses or is refused, never a
+    /// panic; a parsed Bearer challenge round-trips its quoted parameters.
+    #[test]
+    fn www_authenticate_never_panics(header in r#"[ -~\t]{0,80}"#) {
+        let _ = mcp_registration::www_authenticate::parse(&header);
+        let _ = mcp_registration::www_authenticate::bearer_hints(&[header]);
+    }
+
+    #[test]
+    fn www_authenticate_quoted_values_round_trip(value in r#"[ -~]{0,40}"#, scope in "[a-z_.]{1,12}") {
+        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+        let header = format!(r#"Basic realm="x", Bearer resource_metadata="{quoted}", scope={scope}"#);
+        let hints = mcp_registration::www_authenticate::bearer_hints(&[header]).unwrap();
+        prop_assert_eq!(hints.resource_metadata.as_deref(), Some(value.as_str()));
+        prop_assert_eq!(hints.scope.as_deref(), Some(scope.as_str()));
+    }
+}
+
 #[test]
 fn the_valid_shaped_generators_are_valid() {
     // The generators above are only useful if their "valid" inputs are

@@ -1,0 +1,88 @@
+//! The NIF side of discovery (MCP authorization 2025-11-25, RFC 9728,
+//! RFC 8414): `discover/4` checks its arguments on the scheduler, runs
+//! `mcp_registration::Discover` on tokio and replies like every call, as
+//! `{ref, etf_binary}` holding `{:ok, discovery} | {:error, reason}`.
+
+use mcp_registration::{Discover, Error};
+use rustler::{Binary, Encoder, Env, NifResult, Term};
+
+use crate::atoms;
+use crate::convert;
+use crate::nifs::options_from;
+use crate::pending;
+
+/// `discover(server_url, discover_options, options, reply_ref)`.
+/// `discover_options` is the map the Elixir module built:
+/// `%{www_authenticate: [binary], resource_metadata_url: binary | nil,
+/// issuer: binary | nil, allow_private_networks: boolean}`.
+#[rustler::nif]
+fn discover<'a>(
+    env: Env<'a>,
+    server_url: Term<'a>,
+    discover_options: Term<'a>,
+    options: Term<'a>,
+    reply_ref: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let prepared = options_from(env, options).and_then(|options| {
+        let server_url = text(server_url)
+            .ok_or_else(|| convert::invalid_field(env, "server_url", "must be a string"))?;
+        let get = |key| {
+            discover_options
+                .map_get(key)
+                .ok()
+                .filter(|v| *v != atoms::nil().to_term(env))
+        };
+        let www_authenticate: Vec<String> = match get(atoms::www_authenticate()) {
+            None => Vec::new(),
+            Some(list) => list.decode().map_err(|_| {
+                convert::invalid_option(
+                    env,
+                    atoms::www_authenticate(),
+                    "must be a string or a list of strings",
+                )
+            })?,
+        };
+        let optional_text = |key| match get(key) {
+            None => Ok(None),
+            Some(term) => text(term)
+                .map(Some)
+                .ok_or_else(|| convert::invalid_option(env, key, "must be a string")),
+        };
+        let resource_metadata_url = optional_text(atoms::resource_metadata_url())?;
+        let issuer = optional_text(atoms::issuer())?;
+        let allow_private = get(atoms::allow_private_networks())
+            .map(|t| t.decode::<bool>().unwrap_or(false))
+            .unwrap_or(false);
+        Discover::new(
+            &server_url,
+            &www_authenticate,
+            resource_metadata_url.as_deref(),
+            issuer.as_deref(),
+            allow_private,
+            options,
+        )
+        .map_err(|e| reason(env, &e))
+    });
+    Ok(match prepared {
+        Ok(discover) => (
+            atoms::ok(),
+            pending::spawn_discovery(env.pid(), reply_ref, discover),
+        )
+            .encode(env),
+        Err(reason) => (atoms::error(), reason).encode(env),
+    })
+}
+
+fn text(term: Term) -> Option<String> {
+    let binary = Binary::from_term(term).ok()?;
+    std::str::from_utf8(binary.as_slice())
+        .ok()
+        .map(str::to_owned)
+}
+
+fn reason<'a>(env: Env<'a>, error: &Error) -> Term<'a> {
+    convert::from_etf(
+        env,
+        &crate::etf::reason(error, &convert::ExistingAtoms(env)),
+    )
+}
