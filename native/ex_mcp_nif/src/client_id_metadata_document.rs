@@ -4,8 +4,8 @@
 //! `mcp_registration::client_id_metadata_document`; this only converts terms.
 //! The work is a few map operations, so it runs on the calling scheduler.
 
+use crate::etf;
 use mcp_registration::client_id_metadata_document;
-use mcp_registration::etf;
 use rustler::{Binary, Encoder, Env, Term};
 use serde_json::Value;
 

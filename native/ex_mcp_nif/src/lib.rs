@@ -6,6 +6,8 @@ mod atoms;
 mod client_id_metadata_document;
 mod convert;
 mod discovery;
+mod etf;
+mod init;
 mod nifs;
 mod pending;
 mod private_file;
@@ -21,5 +23,3 @@ mod test_hooks;
 /// keeps its own allocators.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-rustler::init!("Elixir.ExMCP.Authorization.Native", load = runtime::load);
