@@ -20,7 +20,7 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.{ClientRegistration, RegistrationServer}
-  alias ExMCP.Test.{FixtureServer, NodeScript, TestCA}
+  alias ExMCP.Test.{Certificates, FixtureServer, NodeScript}
 
   @moduletag :mcp_sdk
   @moduletag :tmp_dir
@@ -29,9 +29,9 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
   @scopes ["mcp:read", "mcp:write"]
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "ex_mcp_cimd_tls_#{System.unique_integer([:positive])}")
+    dir = Certificates.tmp_dir!("ex_mcp_cimd_tls")
     on_exit(fn -> File.rm_rf!(dir) end)
-    %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: TestCA.create!(dir)}
+    %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: Certificates.loopback!(dir)}
   end
 
   # Serves `document.(url)` at /client.json over TLS; the URL is rebuilt from

@@ -17,7 +17,7 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.ClientRegistration
-  alias ExMCP.Test.{FixtureServer, JSON, OidcProvider, TestCA}
+  alias ExMCP.Test.{Certificates, FixtureServer, JSON, OidcProvider}
 
   @moduletag :oidc_provider
 
@@ -26,9 +26,9 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
 
   setup_all do
     {:ok, _} = Application.ensure_all_started(:inets)
-    dir = Path.join(System.tmp_dir!(), "ex_mcp_oidc_cimd_#{System.unique_integer([:positive])}")
+    dir = Certificates.tmp_dir!("ex_mcp_oidc_cimd")
     on_exit(fn -> File.rm_rf!(dir) end)
-    %{tls: TestCA.create!(dir)}
+    %{tls: Certificates.loopback!(dir)}
   end
 
   setup %{tls: tls} do
