@@ -35,6 +35,8 @@ defmodule ExMCP.Test.OidcProvider do
 
   use GenServer
 
+  alias ExMCP.Test.OSProcess
+
   @servers_dir Path.expand("../servers", __DIR__)
   @script Path.join(@servers_dir, "oidc_provider.mjs")
   @package_dir Path.join([@servers_dir, "node_modules", "oidc-provider"])
@@ -65,10 +67,8 @@ defmodule ExMCP.Test.OidcProvider do
 
     with {:ok, node} <- find_node(opts),
          :ok <- check_installed() do
-      port =
-        Port.open({:spawn_executable, node}, [
-          :binary,
-          :exit_status,
+      {port, os_pid} =
+        OSProcess.open(node, [
           :use_stdio,
           {:line, 65_536},
           {:cd, @servers_dir},
@@ -76,11 +76,7 @@ defmodule ExMCP.Test.OidcProvider do
           {:env, script_env(opts)}
         ])
 
-      os_pid = port |> Port.info(:os_pid) |> elem(1)
-      timeout = Keyword.get(opts, :startup_timeout, 20_000)
-      deadline = System.monotonic_time(:millisecond) + timeout
-
-      case await_ready(port, "", deadline) do
+      case await_ready(port, OSProcess.deadline(Keyword.get(opts, :startup_timeout, 20_000))) do
         {:ok, info} ->
           {:ok, %{port: port, os_pid: os_pid, info: info}}
 
@@ -88,7 +84,7 @@ defmodule ExMCP.Test.OidcProvider do
           {:stop, reason}
 
         {:error, reason} ->
-          stop_os_process(port, os_pid)
+          OSProcess.stop(port, os_pid, @stop_timeout)
           {:stop, reason}
       end
     end
@@ -107,7 +103,7 @@ defmodule ExMCP.Test.OidcProvider do
 
   @impl true
   def terminate(_reason, %{port: nil}), do: :ok
-  def terminate(_reason, %{port: port, os_pid: os_pid}), do: stop_os_process(port, os_pid)
+  def terminate(_reason, %{port: port, os_pid: os_pid}), do: OSProcess.stop(port, os_pid, @stop_timeout)
 
   # -- Startup -------------------------------------------------------------------
 
@@ -166,25 +162,19 @@ defmodule ExMCP.Test.OidcProvider do
     end
   end
 
-  defp await_ready(port, partial, deadline) do
-    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {^port, {:data, {:noeol, chunk}}} ->
-        await_ready(port, partial <> chunk, deadline)
-
-      {^port, {:data, {:eol, chunk}}} ->
-        line = partial <> chunk
-
+  defp await_ready(port, deadline) do
+    case OSProcess.await_line(port, deadline) do
+      {:ok, line} ->
         case parse_ready_line(line) do
           {:ok, info} -> {:ok, info}
           :error -> {:error, {:oidc_provider_unexpected_output, line}}
         end
 
-      {^port, {:exit_status, status}} ->
+      {:exited, status} ->
         {:error, {:oidc_provider_exited, status}}
-    after
-      remaining -> {:error, :oidc_provider_startup_timeout}
+
+      :timeout ->
+        {:error, :oidc_provider_startup_timeout}
     end
   end
 
@@ -198,32 +188,5 @@ defmodule ExMCP.Test.OidcProvider do
     else
       _ -> :error
     end
-  end
-
-  # -- Shutdown ------------------------------------------------------------------
-
-  # SIGTERM, then wait for the exit status; SIGKILL if it has not come in time.
-  # Closing the port also closes the script's stdin, which makes it exit too.
-  defp stop_os_process(port, os_pid) do
-    signal(os_pid, "TERM")
-
-    receive do
-      {^port, {:exit_status, _}} -> :ok
-    after
-      @stop_timeout -> signal(os_pid, "KILL")
-    end
-
-    close(port)
-    :ok
-  end
-
-  defp signal(os_pid, name) do
-    System.cmd("kill", ["-#{name}", Integer.to_string(os_pid)], stderr_to_stdout: true)
-  end
-
-  defp close(port) do
-    Port.close(port)
-  rescue
-    ArgumentError -> :ok
   end
 end
