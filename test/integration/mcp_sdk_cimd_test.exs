@@ -34,24 +34,8 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
     %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: Certificates.loopback!(dir)}
   end
 
-  # Serves `document.(url)` at /client.json over TLS; the URL is rebuilt from
-  # the request's Host header, as the port is known only once it listens.
-  defp document_host!(tls, document) do
-    parent = self()
-
-    host =
-      FixtureServer.start!(
-        fn request ->
-          send(parent, {:document_fetched, request.path})
-          {"host", authority} = List.keyfind(request.headers, "host", 0)
-          body = document.("https://#{authority}#{request.path}") |> ExMCP.Test.JSON.encode!()
-          {:respond, 200, [{"content-type", "application/json"}], body}
-        end,
-        tls: [certfile: tls.cert, keyfile: tls.key]
-      )
-
-    {host, FixtureServer.url(host, "/client.json")}
-  end
+  defp document_host!(tls, document),
+    do: FixtureServer.document_host!(document, certfile: tls.cert, keyfile: tls.key)
 
   defp start_server!(tls) do
     start_supervised!(

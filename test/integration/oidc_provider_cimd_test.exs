@@ -17,7 +17,7 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.ClientRegistration
-  alias ExMCP.Test.{Certificates, FixtureServer, JSON, OidcProvider}
+  alias ExMCP.Test.{Certificates, FixtureServer, OidcProvider}
 
   @moduletag :oidc_provider
 
@@ -38,21 +38,9 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
 
   # Serves document.(url) at every path over TLS, the URL rebuilt from Host.
   defp document_host!(tls, document) do
-    parent = self()
-
-    host =
-      FixtureServer.start!(
-        fn request ->
-          send(parent, {:document_fetched, request.path})
-          {"host", authority} = List.keyfind(request.headers, "host", 0)
-          body = JSON.encode!(document.("https://#{authority}#{request.path}"))
-          {:respond, 200, [{"content-type", "application/json"}], body}
-        end,
-        tls: [certfile: tls.cert, keyfile: tls.key]
-      )
-
+    {host, url} = FixtureServer.document_host!(document, certfile: tls.cert, keyfile: tls.key)
     on_exit(fn -> if Process.alive?(host), do: FixtureServer.stop(host) end)
-    FixtureServer.url(host, "/client.json")
+    url
   end
 
   defp authorization_request(discovery, client_id) do
