@@ -4,6 +4,13 @@ defmodule ExMCP.Authorization.Native do
   # arguments, spawns the work on tokio and returns `{:ok, pending}` at once;
   # the result arrives as `{ref, result}`. The `server_*` NIFs drive the
   # embedded registration server. Users never call this module.
+  #
+  # Bounded scheduler time (native/ex_mcp_nif/src/budget.rs): no NIF holds a
+  # normal scheduler for more than about a millisecond. `register/3` and
+  # `update/6` try the normal-scheduler NIF, which gives up with
+  # `:reschedule` as soon as the request map exceeds what it may convert
+  # there; the dirty-CPU twin then does the whole conversion. Replies larger
+  # than @scheduler_decode_bytes are decoded on a dirty CPU scheduler too.
 
   require Logger
 
@@ -41,15 +48,18 @@ defmodule ExMCP.Authorization.Native do
     |> String.to_charlist()
   end
 
-  def register(_request, _options, _ref), do: not_loaded()
+  def register_nif(_request, _options, _ref), do: not_loaded()
+  def register_dirty(_request, _options, _ref), do: not_loaded()
   def get(_uri, _token, _options, _ref), do: not_loaded()
-  def update(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
+  def update_nif(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
+  def update_dirty(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
   def delete(_uri, _token, _options, _ref), do: not_loaded()
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
   def panic_next_call, do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
+  def decode_reply_dirty(_reply), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).
   def server_start(_config), do: not_loaded()
@@ -65,6 +75,20 @@ defmodule ExMCP.Authorization.Native do
             {__MODULE__, :load_error},
             "the ExMCP registration NIF is not loaded"
           )
+  end
+
+  @doc "Starts a registration: on a normal scheduler, or a dirty one for a large request."
+  @spec register(map(), map(), reference()) :: {:ok, reference()} | {:error, term()}
+  def register(request, options, ref) do
+    with :reschedule <- register_nif(request, options, ref),
+         do: register_dirty(request, options, ref)
+  end
+
+  @doc "Starts an update: on a normal scheduler, or a dirty one for a large `updates` map."
+  @spec update(term(), term(), map(), boolean(), map(), reference()) :: {:ok, reference()} | {:error, term()}
+  def update(uri, token, updates, replace, options, ref) do
+    with :reschedule <- update_nif(uri, token, updates, replace, options, ref),
+         do: update_dirty(uri, token, updates, replace, options, ref)
   end
 
   # How long to wait for a reply that the NIF has already committed to send.
@@ -116,5 +140,19 @@ defmodule ExMCP.Authorization.Native do
   # Replies are external term format made on a tokio thread (building maps
   # there crashes OTP 25; see etf.rs). The NIF created every atom a reply can
   # hold when it loaded, so :safe never has to create one.
-  defp decode(reply), do: :erlang.binary_to_term(reply, [:safe])
+  #
+  # binary_to_term/2 does not yield while it builds a large map: a 1 MiB
+  # answer with 100,000 members held the scheduler for 15–18 ms. Its worst
+  # case measured about 30 ns per byte of ETF (a list of atoms, a map of short
+  # keys), so up to 16 KiB (under 0.5 ms) is decoded here, and anything
+  # larger by the same BIF's NIF counterpart on a dirty CPU scheduler. Typical
+  # replies are under 1 KiB.
+  @scheduler_decode_bytes 16 * 1024
+
+  @doc "Decodes a reply binary, on a dirty CPU scheduler when it is large."
+  @spec decode(binary()) :: term()
+  def decode(reply) when byte_size(reply) <= @scheduler_decode_bytes,
+    do: :erlang.binary_to_term(reply, [:safe])
+
+  def decode(reply), do: decode_reply_dirty(reply)
 end

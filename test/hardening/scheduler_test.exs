@@ -1,0 +1,190 @@
+defmodule ExMCP.Hardening.SchedulerTest do
+  # Bounded scheduler time: no NIF call, and no reply decoding, holds a normal
+  # scheduler for long, whatever the library accepts. Each test drives a worst
+  # case and watches the calling process with
+  # `:erlang.system_monitor(_, [{:long_schedule, 1}])`: every slice of 1 ms or
+  # more that the process spent on a normal scheduler is reported. Before
+  # these bounds the same calls produced 15–50 ms slices; 5 ms leaves room
+  # for a busy shared machine. Exact figures are in bench/RESULTS.md.
+  #
+  # Not async: the system monitor is global to the VM.
+  # Set HARDENING_REPORT=1 to print the measured slices.
+  use ExUnit.Case, async: false
+
+  alias ExMCP.Authorization.ClientRegistration, as: CR
+  alias ExMCP.Authorization.Native
+  alias ExMCP.Test.{FixtureServer, JSON}
+
+  import ExMCP.Test.FixtureServer, only: [registration_request: 2]
+
+  @json [{"content-type", "application/json"}]
+  @bound_ms 5
+
+  # Runs `fun` in the calling process and returns its result with the
+  # long_schedule events (ms) the calling process produced meanwhile.
+  defp slices(fun) do
+    caller = self()
+
+    watcher =
+      spawn_link(fn ->
+        :erlang.system_monitor(self(), [{:long_schedule, 1}])
+        send(caller, {:watching, self()})
+        watch(caller, [])
+      end)
+
+    receive do
+      {:watching, ^watcher} -> :ok
+    end
+
+    result = fun.()
+    # A slice is reported when the process is scheduled out: make that
+    # happen before asking for the events.
+    :erlang.yield()
+    send(watcher, :stop)
+
+    receive do
+      {:slices, ^watcher, slices} -> {result, slices}
+    end
+  end
+
+  defp watch(caller, slices) do
+    receive do
+      {:monitor, ^caller, :long_schedule, info} ->
+        watch(caller, [info[:timeout] | slices])
+
+      {:monitor, _other, :long_schedule, _info} ->
+        watch(caller, slices)
+
+      :stop ->
+        :erlang.system_monitor(:undefined)
+        send(caller, {:slices, self(), Enum.reverse(slices)})
+    end
+  end
+
+  defp assert_bounded(label, slices) do
+    if System.get_env("HARDENING_REPORT"),
+      do: IO.puts("[hardening] #{label}: long slices #{inspect(slices, charlists: :as_lists)} ms")
+
+    assert Enum.all?(slices, &(&1 < @bound_ms)),
+           "#{label}: the caller held a scheduler for #{inspect(slices, charlists: :as_lists)} ms (bound #{@bound_ms} ms)"
+  end
+
+  defp created(_request), do: {:respond, 201, @json, ~s({"client_id":"big"})}
+
+  # 49,000 members in extra: about the most a request map may hold (50,000
+  # values, 1 MiB of text).
+  defp largest_extra, do: Map.new(1..49_000, &{"k#{&1}", "v"})
+
+  describe "request maps" do
+    test "the largest accepted request is converted off the normal schedulers" do
+      server = FixtureServer.start!(&created/1)
+      request = registration_request(server, %{extra: largest_extra()})
+
+      {result, slices} = slices(fn -> CR.register_client(request) end)
+
+      assert {:ok, %{client_id: "big"}} = result
+      assert [%{body: body}] = FixtureServer.requests(server)
+      assert map_size(JSON.decode!(body)) > 49_000
+      assert_bounded("register, 49,000 extra members", slices)
+    end
+
+    test "a larger one is refused, naming the limit, without a long slice" do
+      server = FixtureServer.start!(&created/1)
+      wide = Map.new(1..60_000, &{"k#{&1}", &1})
+      long = %{"k" => String.duplicate("a", 2 * 1024 * 1024)}
+
+      {results, slices} =
+        slices(fn ->
+          [
+            CR.register_client(registration_request(server, %{jwks: wide})),
+            CR.register_client(registration_request(server, %{extra: long}))
+          ]
+        end)
+
+      assert [
+               {:error, {:invalid_field, :jwks, message}},
+               {:error, {:invalid_field, :extra, message}}
+             ] = results
+
+      assert message == "is too large: a request map holds at most 50000 values and 1048576 bytes of text"
+      assert FixtureServer.requests(server) == []
+      assert_bounded("register, over the limits", slices)
+    end
+
+    test "a wrong endpoint is refused before a large map is converted" do
+      request = %{
+        registration_endpoint: "http://auth.example.com/register",
+        client_name: "x",
+        redirect_uris: ["http://localhost/cb"],
+        extra: largest_extra()
+      }
+
+      {result, slices} = slices(fn -> CR.register_client(request) end)
+
+      assert result == {:error, :https_required}
+      assert_bounded("register, wrong endpoint", slices)
+    end
+
+    test "a large updates map (RFC 7592 §2.2) is converted off the normal schedulers" do
+      current = ~s({"client_id":"c1","client_name":"x","redirect_uris":["http://localhost/cb"]})
+      server = FixtureServer.start!(fn _ -> {:respond, 200, @json, current} end)
+      uri = FixtureServer.url(server, "/register/c1")
+
+      {result, slices} =
+        slices(fn -> CR.update_client_information(uri, "token", %{extra: largest_extra()}) end)
+
+      assert {:ok, %{client_id: "c1"}} = result
+      assert [%{method: "GET"}, %{method: "PUT", body: body}] = FixtureServer.requests(server)
+      assert map_size(JSON.decode!(body)) > 49_000
+      assert_bounded("update, 49,000 extra members", slices)
+    end
+
+    test "string arguments and headers have fixed caps" do
+      long = String.duplicate("a", 64 * 1024 + 1)
+      uri = "http://127.0.0.1:1/register/" <> long
+
+      assert {:error, {:invalid_field, :registration_client_uri, "is longer than 65536 bytes"}} =
+               CR.get_client_information(uri, "token")
+
+      assert {:error, {:invalid_field, :registration_access_token, "is longer than 65536 bytes"}} =
+               CR.delete_client("http://127.0.0.1:1/register/c1", long)
+
+      headers = for i <- 1..101, do: {"x-h#{i}", "v"}
+
+      assert_raise ArgumentError, ~r/:headers.*more than 100 headers/, fn ->
+        CR.get_client_information("http://127.0.0.1:1/register/c1", "token", headers: headers)
+      end
+    end
+  end
+
+  describe "replies" do
+    # RFC 7591 §3.2.1: unknown members are kept (under :extra). 100,000 of
+    # them in a 1 MiB answer, the default max_response_bytes.
+    test "a 1 MiB answer with 100,000 members is decoded off the normal schedulers" do
+      members = Map.new(1..100_000, &{Integer.to_string(&1, 36), 0})
+      body = JSON.encode!(Map.put(members, "client_id", "abc"))
+      assert byte_size(body) <= 1_048_576
+      server = FixtureServer.start!(fn _ -> {:respond, 201, @json, body} end)
+      request = registration_request(server, %{})
+
+      {result, slices} = slices(fn -> CR.register_client(request) end)
+
+      assert {:ok, %{client_id: "abc", extra: extra}} = result
+      assert map_size(extra) == 100_000
+      assert_bounded("reply, 100,000 members", slices)
+    end
+  end
+
+  describe "json_decode and json_encode (the Mix tasks' credential files)" do
+    test "run off the normal schedulers" do
+      document = Map.new(1..49_000, &{"k#{&1}", &1})
+      text = JSON.encode!(document)
+
+      {results, slices} = slices(fn -> [Native.json_decode(text), Native.json_encode(document, true)] end)
+
+      assert [{:ok, ^document}, {:ok, encoded}] = results
+      assert JSON.decode!(encoded) == document
+      assert_bounded("json_decode and json_encode, 49,000 members", slices)
+    end
+  end
+end
