@@ -149,6 +149,15 @@ defmodule ExMCP.Hardening.SchedulerTest do
       assert {:error, {:invalid_field, :registration_access_token, "is longer than 65536 bytes"}} =
                CR.delete_client("http://127.0.0.1:1/register/c1", long)
 
+      request = %{
+        registration_endpoint: "http://127.0.0.1:1/register",
+        client_name: "x",
+        redirect_uris: ["http://localhost/cb"]
+      }
+
+      error = assert_raise ArgumentError, fn -> CR.register_client(request, initial_access_token: long) end
+      assert error.message == "invalid option :initial_access_token: is longer than 65536 bytes"
+
       headers = for i <- 1..101, do: {"x-h#{i}", "v"}
 
       assert_raise ArgumentError, ~r/:headers.*more than 100 headers/, fn ->

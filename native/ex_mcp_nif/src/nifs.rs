@@ -359,22 +359,20 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
                 .map_err(|m| invalid(atoms::headers(), &format!("header {}: {m}", position + 1)))?;
         }
     }
+    let string_option = |key: Atom, term: Term<'a>, message: &str| match string_arg(term) {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(TooLong)) => Err(invalid(key, &too_long_message())),
+        None => Err(invalid(key, message)),
+    };
     if let Some(path) = get(atoms::cacertfile()) {
-        let path = string_arg(path)
-            .and_then(Result::ok)
-            .ok_or_else(|| invalid(atoms::cacertfile(), "must be a path string"))?;
+        let path = string_option(atoms::cacertfile(), path, "must be a path string")?;
         options.cacertfile = Some(PathBuf::from(path));
     }
     if let Some(token) = get(atoms::initial_access_token()) {
-        let token = string_arg(token)
-            .and_then(Result::ok)
-            .and_then(|t| Secret::new("initial_access_token", t).ok())
-            .ok_or_else(|| {
-                invalid(
-                    atoms::initial_access_token(),
-                    "must be a non-empty string of visible ASCII characters",
-                )
-            })?;
+        let message = "must be a non-empty string of visible ASCII characters";
+        let token = string_option(atoms::initial_access_token(), token, message)?;
+        let token = Secret::new("initial_access_token", token)
+            .map_err(|_| invalid(atoms::initial_access_token(), message))?;
         options.initial_access_token = Some(token);
     }
     Ok(options)
