@@ -4,8 +4,12 @@ defmodule ExMCP.Hardening.SchedulerTest do
   # case and watches the calling process with
   # `:erlang.system_monitor(_, [{:long_schedule, 1}])`: every slice of 1 ms or
   # more that the process spent on a normal scheduler is reported. Before
-  # these bounds the same calls produced 15–50 ms slices; 5 ms leaves room
-  # for a busy shared machine. Exact figures are in bench/RESULTS.md.
+  # these bounds the same calls produced 15–50 ms slices every time; 5 ms
+  # leaves room for a busy shared machine. The OS can still preempt a
+  # scheduler thread in the middle of a short slice when other programs load
+  # the cores, so a case gets three attempts and passes when one of them stays
+  # under the bound: the old code's slices were CPU work and failed them all.
+  # Exact figures are in bench/RESULTS.md.
   #
   # Not async: the system monitor is global to the VM.
   # Set HARDENING_REPORT=1 to print the measured slices.
@@ -61,12 +65,32 @@ defmodule ExMCP.Hardening.SchedulerTest do
     end
   end
 
-  defp assert_bounded(label, slices) do
+  @attempts 3
+
+  # Runs `fun` until one attempt keeps every slice of the caller under the
+  # bound, and returns that attempt's result; fails after @attempts.
+  defp bounded(label, fun, seen \\ []) do
+    # Garbage left by building the inputs is not the call's to collect.
+    :erlang.garbage_collect()
+    {result, slices} = slices(fun)
+    seen = seen ++ [slices]
+
     if System.get_env("HARDENING_REPORT"),
       do: IO.puts("[hardening] #{label}: long slices #{inspect(slices, charlists: :as_lists)} ms")
 
-    assert Enum.all?(slices, &(&1 < @bound_ms)),
-           "#{label}: the caller held a scheduler for #{inspect(slices, charlists: :as_lists)} ms (bound #{@bound_ms} ms)"
+    cond do
+      Enum.all?(slices, &(&1 < @bound_ms)) ->
+        result
+
+      length(seen) < @attempts ->
+        bounded(label, fun, seen)
+
+      true ->
+        flunk(
+          "#{label}: the caller held a scheduler for #{inspect(seen, charlists: :as_lists)} ms " <>
+            "in #{@attempts} attempts (bound #{@bound_ms} ms)"
+        )
+    end
   end
 
   defp created(_request), do: {:respond, 201, @json, ~s({"client_id":"big"})}
@@ -80,12 +104,11 @@ defmodule ExMCP.Hardening.SchedulerTest do
       server = FixtureServer.start!(&created/1)
       request = registration_request(server, %{extra: largest_extra()})
 
-      {result, slices} = slices(fn -> CR.register_client(request) end)
+      result = bounded("register, 49,000 extra members", fn -> CR.register_client(request) end)
 
       assert {:ok, %{client_id: "big"}} = result
-      assert [%{body: body}] = FixtureServer.requests(server)
+      assert [%{body: body} | _] = FixtureServer.requests(server)
       assert map_size(JSON.decode!(body)) > 49_000
-      assert_bounded("register, 49,000 extra members", slices)
     end
 
     test "a larger one is refused, naming the limit, without a long slice" do
@@ -93,13 +116,8 @@ defmodule ExMCP.Hardening.SchedulerTest do
       wide = Map.new(1..60_000, &{"k#{&1}", &1})
       long = %{"k" => String.duplicate("a", 2 * 1024 * 1024)}
 
-      {results, slices} =
-        slices(fn ->
-          [
-            CR.register_client(registration_request(server, %{jwks: wide})),
-            CR.register_client(registration_request(server, %{extra: long}))
-          ]
-        end)
+      requests = [registration_request(server, %{jwks: wide}), registration_request(server, %{extra: long})]
+      results = bounded("register, over the limits", fn -> Enum.map(requests, &CR.register_client/1) end)
 
       assert [
                {:error, {:invalid_field, :jwks, message}},
@@ -108,7 +126,6 @@ defmodule ExMCP.Hardening.SchedulerTest do
 
       assert message == "is too large: a request map holds at most 50000 values and 1048576 bytes of text"
       assert FixtureServer.requests(server) == []
-      assert_bounded("register, over the limits", slices)
     end
 
     test "a wrong endpoint is refused before a large map is converted" do
@@ -119,10 +136,9 @@ defmodule ExMCP.Hardening.SchedulerTest do
         extra: largest_extra()
       }
 
-      {result, slices} = slices(fn -> CR.register_client(request) end)
+      result = bounded("register, wrong endpoint", fn -> CR.register_client(request) end)
 
       assert result == {:error, :https_required}
-      assert_bounded("register, wrong endpoint", slices)
     end
 
     test "a large updates map (RFC 7592 §2.2) is converted off the normal schedulers" do
@@ -130,13 +146,14 @@ defmodule ExMCP.Hardening.SchedulerTest do
       server = FixtureServer.start!(fn _ -> {:respond, 200, @json, current} end)
       uri = FixtureServer.url(server, "/register/c1")
 
-      {result, slices} =
-        slices(fn -> CR.update_client_information(uri, "token", %{extra: largest_extra()}) end)
+      updates = %{extra: largest_extra()}
+
+      result =
+        bounded("update, 49,000 extra members", fn -> CR.update_client_information(uri, "token", updates) end)
 
       assert {:ok, %{client_id: "c1"}} = result
-      assert [%{method: "GET"}, %{method: "PUT", body: body}] = FixtureServer.requests(server)
+      assert [%{method: "GET"}, %{method: "PUT", body: body} | _] = FixtureServer.requests(server)
       assert map_size(JSON.decode!(body)) > 49_000
-      assert_bounded("update, 49,000 extra members", slices)
     end
 
     test "string arguments and headers have fixed caps" do
@@ -176,11 +193,10 @@ defmodule ExMCP.Hardening.SchedulerTest do
       server = FixtureServer.start!(fn _ -> {:respond, 201, @json, body} end)
       request = registration_request(server, %{})
 
-      {result, slices} = slices(fn -> CR.register_client(request) end)
+      result = bounded("reply, 100,000 members", fn -> CR.register_client(request) end)
 
       assert {:ok, %{client_id: "abc", extra: extra}} = result
       assert map_size(extra) == 100_000
-      assert_bounded("reply, 100,000 members", slices)
     end
   end
 
@@ -189,11 +205,13 @@ defmodule ExMCP.Hardening.SchedulerTest do
       document = Map.new(1..49_000, &{"k#{&1}", &1})
       text = JSON.encode!(document)
 
-      {results, slices} = slices(fn -> [Native.json_decode(text), Native.json_encode(document, true)] end)
+      results =
+        bounded("json_decode and json_encode, 49,000 members", fn ->
+          [Native.json_decode(text), Native.json_encode(document, true)]
+        end)
 
       assert [{:ok, ^document}, {:ok, encoded}] = results
       assert JSON.decode!(encoded) == document
-      assert_bounded("json_decode and json_encode, 49,000 members", slices)
     end
   end
 end
