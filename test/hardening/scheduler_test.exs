@@ -25,15 +25,16 @@ defmodule ExMCP.Hardening.SchedulerTest do
   @bound_ms 5
 
   # Runs `fun` in the calling process and returns its result with the
-  # long_schedule events (ms) the calling process produced meanwhile.
-  defp slices(fun) do
+  # long_schedule events (ms) that `watched` (the calling process unless
+  # given) produced meanwhile.
+  defp slices(fun, watched) do
     caller = self()
 
     watcher =
       spawn_link(fn ->
         :erlang.system_monitor(self(), [{:long_schedule, 1}])
         send(caller, {:watching, self()})
-        watch(caller, [])
+        watch(caller, watched, [])
       end)
 
     receive do
@@ -51,13 +52,13 @@ defmodule ExMCP.Hardening.SchedulerTest do
     end
   end
 
-  defp watch(caller, slices) do
+  defp watch(caller, watched, slices) do
     receive do
-      {:monitor, ^caller, :long_schedule, info} ->
-        watch(caller, [info[:timeout] | slices])
+      {:monitor, ^watched, :long_schedule, info} ->
+        watch(caller, watched, [info[:timeout] | slices])
 
       {:monitor, _other, :long_schedule, _info} ->
-        watch(caller, slices)
+        watch(caller, watched, slices)
 
       :stop ->
         :erlang.system_monitor(:undefined)
@@ -69,10 +70,10 @@ defmodule ExMCP.Hardening.SchedulerTest do
 
   # Runs `fun` until one attempt keeps every slice of the caller under the
   # bound, and returns that attempt's result; fails after @attempts.
-  defp bounded(label, fun, seen \\ []) do
+  defp bounded(label, fun, watched \\ self(), seen \\ []) do
     # Garbage left by building the inputs is not the call's to collect.
     :erlang.garbage_collect()
-    {result, slices} = slices(fun)
+    {result, slices} = slices(fun, watched)
     seen = seen ++ [slices]
 
     if System.get_env("HARDENING_REPORT"),
@@ -83,7 +84,7 @@ defmodule ExMCP.Hardening.SchedulerTest do
         result
 
       length(seen) < @attempts ->
-        bounded(label, fun, seen)
+        bounded(label, fun, watched, seen)
 
       true ->
         flunk(
@@ -197,6 +198,33 @@ defmodule ExMCP.Hardening.SchedulerTest do
 
       assert {:ok, %{client_id: "abc", extra: extra}} = result
       assert map_size(extra) == 100_000
+    end
+  end
+
+  describe "the embedded registration server" do
+    # RegistrationServer.lookup/2 returns a stored client, which can be as
+    # large as the server's max_body_bytes allows.
+    test "lookup of a large client does not hold its process's scheduler" do
+      server = start_supervised!({ExMCP.Authorization.RegistrationServer, port: 0, max_body_bytes: 4_000_000})
+      endpoint = ExMCP.Authorization.RegistrationServer.registration_endpoint(server)
+      contacts = for i <- 1..40_000, do: "ops#{i}@example.com"
+
+      {:ok, %{client_id: id}} =
+        CR.register_client(%{
+          registration_endpoint: endpoint,
+          client_name: "Large",
+          redirect_uris: ["http://localhost/cb"],
+          contacts: contacts
+        })
+
+      result =
+        bounded(
+          "RegistrationServer.lookup, 40,000 contacts",
+          fn -> ExMCP.Authorization.RegistrationServer.lookup(server, id) end,
+          server
+        )
+
+      assert {:ok, %{client_id: ^id, contacts: ^contacts}} = result
     end
   end
 
