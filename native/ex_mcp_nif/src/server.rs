@@ -86,10 +86,10 @@ fn server_info(env: Env, resource: ResourceArc<ServerResource>) -> NifResult<Ter
 }
 
 /// `server_lookup(resource, client_id)`: `{:ok, client_information}` or
-/// `:error`, as ETF bytes: a stored client can be as large as the server's
-/// `max_body_bytes`, so the caller decodes it with `Native.decode/1`, on a
-/// dirty scheduler when it is large (see `budget`).
-#[rustler::nif]
+/// `:error`, as ETF bytes. A stored client can be as large as the server's
+/// `max_body_bytes`: copying and encoding it runs on a dirty scheduler, and
+/// the caller decodes it with `Native.decode/1` (see `budget`).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn server_lookup<'a>(
     env: Env<'a>,
     resource: ResourceArc<ServerResource>,
