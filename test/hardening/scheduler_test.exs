@@ -184,6 +184,14 @@ defmodule ExMCP.Hardening.SchedulerTest do
       error = assert_raise ArgumentError, fn -> CR.register_client(request, initial_access_token: long) end
       assert error.message == "invalid option :initial_access_token: is longer than 65536 bytes"
 
+      big = String.duplicate("v", 40_000)
+
+      assert_raise ArgumentError, ~r/:headers: holds more than 65536 bytes of names and values/, fn ->
+        CR.get_client_information("http://127.0.0.1:1/register/c1", "token",
+          headers: [{"x-a", big}, {"x-b", big}]
+        )
+      end
+
       headers = for i <- 1..101, do: {"x-h#{i}", "v"}
 
       assert_raise ArgumentError, ~r/:headers.*more than 100 headers/, fn ->

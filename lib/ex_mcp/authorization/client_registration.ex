@@ -115,9 +115,9 @@ defmodule ExMCP.Authorization.ClientRegistration do
       strings) and 32 levels of nesting. Beyond that the call returns
       `{:error, {:invalid_field, field, "is too large: a request map holds at
       most 50000 values and 1048576 bytes of text"}}` and sends nothing.
-    * A URI, a token, a `:cacertfile` path and each header name and value
-      hold at most 64 KiB, and `:headers` at most 100 entries. A longer URI
-      or token is `{:error, {:invalid_field, field, "is longer than 65536
+    * A URI, a token and a `:cacertfile` path hold at most 64 KiB, and
+      `:headers` at most 100 entries and 64 KiB of names and values. A longer
+      URI or token is `{:error, {:invalid_field, field, "is longer than 65536
       bytes"}}`; a longer option raises `ArgumentError`.
     * Answers are never trimmed: nothing a server sent is dropped. An answer
       that is large once decoded (over 16 KiB as external term format, a few

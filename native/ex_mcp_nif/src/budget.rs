@@ -5,8 +5,8 @@
 //! on a normal scheduler a request map may cost at most [`ON_SCHEDULER`]; a
 //! larger one makes the NIF stop at once and answer `:reschedule`, and the
 //! Elixir side runs the same NIF's dirty-CPU twin, where [`REQUEST`] is the
-//! documented hard limit. Strings given as arguments (URIs, tokens, header
-//! values) have a fixed cap of [`MAX_STRING_BYTES`], cheap to check anywhere.
+//! documented hard limit. Strings given as arguments (URIs, tokens, headers)
+//! have a fixed cap of [`MAX_STRING_BYTES`], cheap to check anywhere.
 
 /// How much of a caller's term may be converted.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +32,8 @@ pub const REQUEST: Limits = Limits {
     text_bytes: 1024 * 1024,
 };
 
-/// The longest string argument (a URI, a token, a header name or value, a
-/// path) in bytes.
+/// The longest string argument (a URI, a token, a path) in bytes, and the
+/// most bytes of header names and values together.
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 
 /// The most extra request headers (option `:headers`).

@@ -337,6 +337,7 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
             )
         };
         let pairs: ListIterator = headers.decode().map_err(|_| not_pairs())?;
+        let mut total_bytes = 0;
         for (position, pair) in pairs.enumerate() {
             if position == MAX_HEADERS {
                 return Err(invalid(
@@ -354,6 +355,13 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
                     &format!("header {}: {}", position + 1, too_long_message()),
                 ));
             };
+            total_bytes += name.len() + value.len();
+            if total_bytes > MAX_STRING_BYTES {
+                return Err(invalid(
+                    atoms::headers(),
+                    &format!("holds more than {MAX_STRING_BYTES} bytes of names and values"),
+                ));
+            }
             options
                 .add_header(&name, &value)
                 .map_err(|m| invalid(atoms::headers(), &format!("header {}: {m}", position + 1)))?;
