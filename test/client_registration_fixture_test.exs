@@ -125,11 +125,36 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       end
     end
 
-    test "RFC 7591 §3.2.1: a known field of the wrong type is an invalid response" do
-      server = FixtureServer.start!(always(json(201, ~s({"client_id":"a","client_secret_expires_at":"0"}))))
+    test "RFC 7591 §3.2.1: a created client is never thrown away: ill-typed members go under :extra, raw" do
+      body = ~s({"client_id":"a","client_id_issued_at":1.5,"client_secret_expires_at":"0",
+                 "redirect_uris":"x","client_secret":"s3cret","registration_access_token":"tok"})
+
+      server = FixtureServer.start!(always(json(201, body)))
 
       assert CR.register_client(registration_request(server)) ==
-               {:error, {:invalid_response, "client_secret_expires_at must be an integer"}}
+               {:ok,
+                %{
+                  defaults("a")
+                  | client_secret: "s3cret",
+                    registration_access_token: "tok"
+                }
+                |> Map.put(:extra, %{
+                  "client_id_issued_at" => 1.5,
+                  "client_secret_expires_at" => "0",
+                  "redirect_uris" => "x"
+                })}
+    end
+
+    test "RFC 7592 §2.1/§2.2: read and update answers keep ill-typed members under :extra too" do
+      odd = %{"client_id" => "c1", "registration_access_token" => "tok-1", "client_id_issued_at" => 1.5}
+      server = FixtureServer.start!([json(200, odd), json(200, odd), json(200, odd)])
+      uri = FixtureServer.url(server, "/register/c1")
+
+      assert {:ok, %{registration_access_token: "tok-1", extra: %{"client_id_issued_at" => 1.5}}} =
+               CR.get_client_information(uri, "tok-1")
+
+      assert {:ok, %{registration_access_token: "tok-1", extra: %{"client_id_issued_at" => 1.5}}} =
+               CR.update_client_information(uri, "tok-1", %{client_name: "x"})
     end
 
     test "a success answer that is not JSON is a json_decode_error" do
@@ -463,9 +488,10 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       assert header(put, "content-length") == [Integer.to_string(byte_size(put.body))]
 
       # No registration_access_token, registration_client_uri, client_secret_expires_at,
-      # client_id_issued_at; no client_secret (the updates did not set it); nil removed logo_uri.
+      # client_id_issued_at; the client_secret the read returned; nil removed logo_uri.
       assert sent_json(put) == %{
                "client_id" => "c1",
+               "client_secret" => "s3cret",
                "client_name" => "New",
                "redirect_uris" => ["http://localhost:8080/callback"],
                "grant_types" => ["authorization_code"],
@@ -507,10 +533,12 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
       assert put.method == "PUT"
       assert header(put, "authorization") == ["Bearer tok-1"]
 
+      # SEP-837: application_type derived from the given redirect URIs.
       assert sent_json(put) == %{
                "client_id" => "c1",
                "client_name" => "Only",
-               "redirect_uris" => ["https://app.example.com/cb"]
+               "redirect_uris" => ["https://app.example.com/cb"],
+               "application_type" => "web"
              }
     end
 

@@ -115,6 +115,121 @@ defmodule ExMCP.Authorization.MixTasksTest do
     end
   end
 
+  describe "credential files" do
+    @describetag :tmp_dir
+
+    test "mcp.register --output creates the file with mode 0600: a reader of the old file never sees the secret",
+         %{endpoint: endpoint, tmp_dir: dir} do
+      file = Path.join(dir, "client.json")
+      File.write!(file, "")
+      File.chmod!(file, 0o644)
+      # Someone who could open the file before the secret went in keeps that
+      # descriptor: the secret must land in a new file, created 0600.
+      {:ok, early_reader} = File.open(file, [:read, :binary])
+
+      {stdout, _} =
+        run_task("mcp.register", [
+          "--endpoint",
+          endpoint,
+          "--auth-method",
+          "client_secret_basic",
+          "--output",
+          file
+        ])
+
+      secret = decode!(stdout)["client_secret"]
+      assert is_binary(secret)
+      assert File.stat!(file).mode |> Bitwise.band(0o777) == 0o600
+      assert decode!(File.read!(file))["client_secret"] == secret
+      assert IO.binread(early_reader, :eof) == :eof, "the old inode stays empty"
+      File.close(early_reader)
+      assert File.ls!(dir) == ["client.json"], "no temporary file is left behind"
+    end
+
+    test "a credential file that cannot be written stops the task with the reason", %{
+      endpoint: endpoint,
+      tmp_dir: dir
+    } do
+      file = Path.join([dir, "missing-dir", "client.json"])
+
+      error =
+        assert_raise Mix.Error, fn -> run_task("mcp.register", ["--endpoint", endpoint, "--output", file]) end
+
+      assert error.message =~ "cannot write #{file}"
+    end
+  end
+
+  describe "rotated credentials are written back (RFC 7592 §2.1)" do
+    @describetag :tmp_dir
+
+    defp rotating_file(dir, server_answers) do
+      server = ExMCP.Test.FixtureServer.start!(server_answers)
+      uri = ExMCP.Test.FixtureServer.url(server, "/register/c1")
+      file = Path.join(dir, "client.json")
+
+      File.write!(
+        file,
+        ~s({"client_id":"c1","registration_client_uri":"#{uri}","registration_access_token":"tok-1"})
+      )
+
+      {server, file}
+    end
+
+    defp answer(status, token, extra \\ "") do
+      {:respond, status, [{"content-type", "application/json"}],
+       ~s({"client_id":"c1","client_name":"n","registration_access_token":"#{token}"#{extra}})}
+    end
+
+    test "mcp.client show writes a token the read rotated back to the file", %{tmp_dir: dir} do
+      {_server, file} = rotating_file(dir, [answer(200, "tok-2")])
+
+      {stdout, stderr} = run_task("mcp.client", ["show", "--from", file])
+      assert decode!(stdout)["registration_access_token"] == "tok-2"
+      assert stderr =~ "The server issued new credentials: updated #{file}"
+      assert decode!(File.read!(file))["registration_access_token"] == "tok-2"
+      assert File.stat!(file).mode |> Bitwise.band(0o777) == 0o600
+    end
+
+    test "mcp.client update that fails after a rotating read still writes the new token", %{tmp_dir: dir} do
+      refusal =
+        {:respond, 400, [{"content-type", "application/json"}],
+         ~s({"error":"invalid_client_metadata","error_description":"no"})}
+
+      {server, file} = rotating_file(dir, [answer(200, "tok-2", ~s(,"client_secret":"sec-2")), refusal])
+
+      error =
+        assert_raise Mix.Error, fn -> run_task("mcp.client", ["update", "--from", file, "--name", "x"]) end
+
+      assert error.message =~ "(HTTP 400): invalid_client_metadata: no"
+      assert error.message =~ "new credentials"
+      refute error.message =~ "tok-2"
+      saved = decode!(File.read!(file))
+      assert {saved["registration_access_token"], saved["client_secret"]} == {"tok-2", "sec-2"}
+
+      assert [_get, put] = ExMCP.Test.FixtureServer.requests(server)
+      assert {"authorization", "Bearer tok-2"} in put.headers
+    end
+  end
+
+  test "mcp.register prints a localised refusal as valid UTF-8 instead of crashing" do
+    # "x" then 2-byte characters: a cut after any even number of bytes splits one.
+    description = "x" <> String.duplicate("ü", 400)
+
+    server =
+      ExMCP.Test.FixtureServer.start!(fn _ ->
+        {:respond, 400, [{"content-type", "application/json"}],
+         ExMCP.Test.JSON.encode!(%{"error" => "invalid_client_metadata", "error_description" => description})}
+      end)
+
+    error =
+      assert_raise Mix.Error, fn ->
+        run_task("mcp.register", ["--endpoint", ExMCP.Test.FixtureServer.url(server, "/register")])
+      end
+
+    assert String.valid?(error.message)
+    assert error.message =~ ~r/\(HTTP 400\): invalid_client_metadata: xü+…\z/u
+  end
+
   test "mcp.demo runs the whole cycle" do
     {stdout, _} = run_task("mcp.demo", [])
 

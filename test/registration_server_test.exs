@@ -108,8 +108,8 @@ defmodule ExMCP.Authorization.RegistrationServerTest do
       assert client.grant_types == ["authorization_code"]
       assert client.response_types == ["code"]
       assert client.token_endpoint_auth_method == "none"
-      assert client.application_type == "native"
-      assert client.extra == %{"vendor_field" => %{"a" => 1}}
+      assert client.application_type == "native", "sent by our client (SEP-837)"
+      refute Map.has_key?(client, :extra), "RFC 7591 §2: unknown metadata is ignored, not echoed"
 
       uri = client.registration_client_uri
       token = client.registration_access_token
@@ -121,7 +121,7 @@ defmodule ExMCP.Authorization.RegistrationServerTest do
       assert updated.client_name == "v2"
       assert updated.scope == ""
       assert updated.redirect_uris == client.redirect_uris
-      assert updated.extra == client.extra
+      refute Map.has_key?(updated, :extra)
       assert updated.registration_access_token == token
       assert {:ok, %{client_name: "v2"}} = RegistrationServer.lookup(server, client.client_id)
 
@@ -213,7 +213,11 @@ defmodule ExMCP.Authorization.RegistrationServerTest do
       body = ~s({"client_name":"raw","redirect_uris":["https://app.example.com/cb"]})
       {201, headers, answer} = raw(:post, url <> "/register", body: body)
       assert headers["cache-control"] == "no-store"
-      assert answer =~ ~s("application_type":"web")
+      # RFC 7591 §2: no auth method sent means client_secret_basic, with a
+      # secret; the server invents no application_type.
+      assert answer =~ ~s("token_endpoint_auth_method":"client_secret_basic")
+      assert answer =~ ~s("client_secret":")
+      refute answer =~ "application_type"
       assert answer =~ ~s("registration_access_token":")
     end
 

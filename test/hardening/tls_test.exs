@@ -89,7 +89,21 @@ defmodule ExMCP.Hardening.TLSTest do
            -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
     )
 
+    openssl!(
+      dir,
+      ["req", "-x509"] ++
+        @ec ++
+        ~w(-keyout other.key -out other.pem -days 30 -subj /CN=127.0.0.1
+           -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
+    )
+
     File.write!(Path.join(dir, "not_pem.txt"), "this is not a certificate\n")
+
+    File.write!(
+      Path.join(dir, "armoured.pem"),
+      "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n"
+    )
+
     File.write!(Path.join(dir, "empty.pem"), "")
 
     path = &Path.join(dir, &1)
@@ -102,6 +116,10 @@ defmodule ExMCP.Hardening.TLSTest do
       expired: path.("expired.pem"),
       self_signed: path.("self.pem"),
       self_key: path.("self.key"),
+      other: path.("other.pem"),
+      other_key: path.("other.key"),
+      armoured: path.("armoured.pem"),
+      dir: dir,
       not_pem: path.("not_pem.txt"),
       key_only: path.("server.key"),
       empty: path.("empty.pem"),
@@ -213,7 +231,7 @@ defmodule ExMCP.Hardening.TLSTest do
   test "a :cacertfile that is missing, empty or not PEM is {:cacertfile, _}, before any connection", ctx do
     server = tls_server(ctx.good, ctx.server_key)
 
-    for file <- [ctx.missing, ctx.not_pem, ctx.empty, ctx.key_only] do
+    for file <- [ctx.missing, ctx.not_pem, ctx.empty, ctx.key_only, ctx.armoured, "/dev/zero"] do
       assert {:error, {:request_failed, {:cacertfile, message}}} = register(server, cacertfile: file)
       assert message =~ file
     end
@@ -224,6 +242,39 @@ defmodule ExMCP.Hardening.TLSTest do
              CR.get_client_information(uri, "rat-tls", cacertfile: ctx.missing)
 
     assert FixtureServer.connection_count(server) == 0
+  end
+
+  test "https to a plain-HTTP port is {:tls, _}, classified by error type" do
+    plain = FixtureServer.start!(fn _ -> @ok end)
+    "http://" <> rest = FixtureServer.url(plain, "/register/c1")
+
+    assert {:error, {:request_failed, {:tls, _}}} = CR.get_client_information("https://" <> rest, "rat-tls")
+    assert FixtureServer.requests(plain) == []
+  end
+
+  test "a PEM-armoured non-certificate is {:cacertfile, _} naming the section, not {:connect, _}", ctx do
+    server = tls_server(ctx.good, ctx.server_key)
+
+    assert {:error, {:request_failed, {:cacertfile, message}}} = register(server, cacertfile: ctx.armoured)
+    assert message =~ "not a valid X.509 certificate"
+
+    assert {:error, {:request_failed, {:cacertfile, message}}} = register(server, cacertfile: ctx.key_only)
+    assert message =~ "PRIVATE KEY"
+    assert FixtureServer.connection_count(server) == 0
+  end
+
+  test "a :cacertfile that changes is read again by the next call, without a restart", ctx do
+    ca = Path.join(ctx.dir, "changing_ca_#{System.unique_integer([:positive])}.pem")
+    first = tls_server(ctx.self_signed, ctx.self_key)
+    second = tls_server(ctx.other, ctx.other_key)
+
+    File.cp!(ctx.self_signed, ca)
+    assert {:ok, _} = register(first, cacertfile: ca)
+    assert {:error, {:request_failed, {:tls, _}}} = register(second, cacertfile: ca)
+
+    File.cp!(ctx.other, ca)
+    assert {:ok, _} = register(second, cacertfile: ca)
+    assert {:error, {:request_failed, {:tls, _}}} = register(first, cacertfile: ca)
   end
 
   test "plain http to a host that is not loopback is refused before any connection" do

@@ -32,8 +32,9 @@ defmodule ExMCP.Integration.McpSdkTest do
 
   # The members of our answer that the SDK's OAuthClientInformationFullSchema
   # does not model, so registerClient strips them (zod `.strip()`): the SDK
-  # itself has no RFC 7592 support and does not know SEP-837's application_type.
-  @sdk_stripped ["application_type", "registration_access_token", "registration_client_uri"]
+  # itself has no RFC 7592 support. It does not send SEP-837's
+  # application_type either, and the server, following RFC 7591, invents none.
+  @sdk_stripped ["registration_access_token", "registration_client_uri"]
 
   setup_all do
     node = System.find_executable("node") || flunk("the `node` executable is not on the PATH")
@@ -192,15 +193,15 @@ defmodule ExMCP.Integration.McpSdkTest do
 
         stored = lookup!(server, client_id)
 
-        # The metadata the SDK sent, stored untouched, the derived
-        # application_type added (loopback redirect URI: "native").
+        # The metadata the SDK sent, stored untouched; nothing added but the
+        # RFC 7591 §2 defaults (the SDK sends every one of them itself).
         assert stored.client_name == name
         assert String.contains?(stored.client_name, @check_mark)
         assert stored.redirect_uris == [@redirect_uri]
         assert stored.grant_types == @grant_types
         assert stored.response_types == ["code"]
         assert stored.token_endpoint_auth_method == method
-        assert stored.application_type == "native"
+        refute Map.has_key?(stored, :application_type)
         assert stored.scope == ""
 
         # The SDK's parsed view agrees with our store on every field it models.
@@ -215,7 +216,7 @@ defmodule ExMCP.Integration.McpSdkTest do
 
         # What it got on the wire carries the RFC 7592 credentials we hold.
         assert wire["client_id"] == client_id
-        assert wire["application_type"] == "native"
+        refute Map.has_key?(wire, "application_type")
         assert wire["registration_access_token"] == stored.registration_access_token
         assert wire["registration_client_uri"] == url <> "/register/" <> client_id
         assert stored.registration_client_uri == wire["registration_client_uri"]
@@ -235,12 +236,46 @@ defmodule ExMCP.Integration.McpSdkTest do
       assert lookup!(server, confidential["sdk"]["client_id"]).client_secret == secret
 
       assert public["sdk"]["client_id"] != confidential["sdk"]["client_id"]
-      assert RegistrationServer.count(server) == 2
+      assert RegistrationServer.count(server) == 3
 
       # As a set: list/1 orders by client_id_issued_at, whole seconds, then by
-      # client_id, so two registrations in one second come back in either order.
+      # client_id, so registrations in one second come back in either order.
       assert server |> RegistrationServer.list() |> Enum.map(& &1.client_id) |> Enum.sort() ==
-               Enum.sort([public["sdk"]["client_id"], confidential["sdk"]["client_id"]])
+               Enum.sort([
+                 public["sdk"]["client_id"],
+                 confidential["sdk"]["client_id"],
+                 result["defaulted"]["sdk"]["client_id"]
+               ])
+    end
+
+    test "RFC 7591 §2: a registration without token_endpoint_auth_method gets client_secret_basic and a secret; unknown metadata is ignored",
+         context do
+      %{server: server} = context
+      defaulted = run_sdk!(context)["defaulted"]
+
+      assert defaulted["sent"] == %{
+               "client_name" => "MCP TS SDK #{@check_mark} defaults",
+               "redirect_uris" => [@redirect_uri],
+               "x_vendor_extension" => %{"tier" => "gold"}
+             }
+
+      assert defaulted["status"] == 201
+      wire = defaulted["wire"]
+      assert wire["token_endpoint_auth_method"] == "client_secret_basic"
+      assert wire["grant_types"] == ["authorization_code"]
+      assert wire["response_types"] == ["code"]
+      assert is_binary(wire["client_secret"]) and byte_size(wire["client_secret"]) >= 43
+      assert wire["client_secret_expires_at"] == 0
+      refute Map.has_key?(wire, "x_vendor_extension"), "neither stored nor echoed"
+
+      # The SDK reads it as a confidential client and would authenticate with Basic.
+      assert defaulted["has_client_secret"] == true
+      assert defaulted["sdk_auth_method"] == "client_secret_basic"
+      assert defaulted["sdk"]["client_secret"] == wire["client_secret"]
+
+      stored = lookup!(server, wire["client_id"])
+      assert stored.client_secret == wire["client_secret"]
+      refute Map.has_key?(stored, :extra)
     end
 
     test "its auth() orchestrator registers with us and builds a PKCE authorization request", context do
@@ -266,7 +301,7 @@ defmodule ExMCP.Integration.McpSdkTest do
       stored = lookup!(server, info["client_id"])
       assert stored.client_name == "MCP TS SDK #{@check_mark} auth()"
       assert stored.token_endpoint_auth_method == "none"
-      assert stored.application_type == "native"
+      refute Map.has_key?(stored, :application_type)
       assert info["client_name"] == stored.client_name
       assert RegistrationServer.count(server) == 1
 
@@ -320,7 +355,7 @@ defmodule ExMCP.Integration.McpSdkTest do
       assert updated.grant_types == @grant_types
       assert updated.response_types == ["code"]
       assert updated.token_endpoint_auth_method == "client_secret_basic"
-      assert updated.application_type == "native"
+      refute Map.has_key?(updated, :application_type), "the SDK never sent one"
       # No rotation configured: the SDK's token keeps working.
       assert updated.registration_access_token == token
 
@@ -347,7 +382,7 @@ defmodule ExMCP.Integration.McpSdkTest do
       # Delete.
       assert :ok = ClientRegistration.delete_client(uri, token)
       assert RegistrationServer.lookup(server, client_id) == :error
-      assert RegistrationServer.count(server) == 1
+      assert RegistrationServer.count(server) == 2
 
       assert {:error, {:registration_error, 401, %{"error" => "invalid_token"}}} =
                ClientRegistration.get_client_information(uri, token)

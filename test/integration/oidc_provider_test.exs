@@ -220,6 +220,53 @@ defmodule ExMCP.Integration.OidcProviderTest do
                )
     end
 
+    test "RFC 7592 §2.2: a confidential client's merge update sends its secret back, and the server keeps it",
+         %{server: server} do
+      assert {:ok, client} =
+               ClientRegistration.register_client(
+                 Map.put(request(server), :token_endpoint_auth_method, "client_secret_basic")
+               )
+
+      assert is_binary(client.client_secret)
+
+      assert {:ok, updated} =
+               ClientRegistration.update_client_information(
+                 client.registration_client_uri,
+                 client.registration_access_token,
+                 %{client_name: "Confidential v2"}
+               )
+
+      # oidc-provider checks a client_secret in the PUT against the client's
+      # own and refuses a mismatch: the one the read returned is accepted.
+      assert updated.client_secret == client.client_secret
+      assert updated.token_endpoint_auth_method == "client_secret_basic"
+      assert updated.client_name == "Confidential v2"
+    end
+
+    test "SEP-837: an update that moves to a private-use redirect URI makes the client native", %{
+      server: server
+    } do
+      assert {:ok, client} =
+               ClientRegistration.register_client(%{
+                 request(server)
+                 | redirect_uris: ["https://app.example.com/cb"]
+               })
+
+      assert client.application_type == "web"
+
+      # oidc-provider refuses a non-web redirect URI for a web client, so a
+      # stale application_type would fail this update.
+      assert {:ok, updated} =
+               ClientRegistration.update_client_information(
+                 client.registration_client_uri,
+                 client.registration_access_token,
+                 %{redirect_uris: ["com.example.app:/oauth2redirect"]}
+               )
+
+      assert updated.application_type == "native"
+      assert updated.redirect_uris == ["com.example.app:/oauth2redirect"]
+    end
+
     test "delete removes the client and its token", %{server: server} do
       client = register!(server)
       uri = client.registration_client_uri

@@ -10,9 +10,12 @@
 // Default mode:
 //   1. discoverAuthorizationServerMetadata(<base-url>): RFC 8414 discovery,
 //      parsed by the SDK with OAuthMetadataSchema;
-//   2. registerClient(<base-url>, { metadata, clientMetadata }) twice: a public
-//      client (token_endpoint_auth_method "none") and a confidential one
-//      ("client_secret_basic");
+//   2. registerClient(<base-url>, { metadata, clientMetadata }) three times: a
+//      public client (token_endpoint_auth_method "none"), a confidential one
+//      ("client_secret_basic"), and one that leaves token_endpoint_auth_method
+//      out and adds an extension member the server does not know, so that the
+//      RFC 7591 §2 defaults and the ignoring of unknown metadata are seen by a
+//      client nobody here wrote;
 //   3. every answer parsed again, explicitly, with OAuthMetadataSchema and
 //      OAuthClientInformationFullSchema.
 //
@@ -74,6 +77,12 @@ const confidentialMetadata = {
   ...publicMetadata,
   client_name: 'MCP TS SDK ✓ confidential',
   token_endpoint_auth_method: 'client_secret_basic',
+};
+
+const defaultedMetadata = {
+  client_name: 'MCP TS SDK ✓ defaults',
+  redirect_uris: [REDIRECT_URI],
+  x_vendor_extension: { tier: 'gold' },
 };
 
 // A fetch for the SDK's fetchFn parameter: the SDK makes the request, this
@@ -178,6 +187,7 @@ async function registrations() {
   const { metadata, discovery_url, content_type } = await discover();
   const publicClient = await register(metadata, publicMetadata);
   const confidentialClient = await register(metadata, confidentialMetadata);
+  const defaultedClient = await register(metadata, defaultedMetadata);
 
   return {
     mode: 'register',
@@ -187,6 +197,7 @@ async function registrations() {
     metadata,
     public: publicClient,
     confidential: confidentialClient,
+    defaulted: defaultedClient,
   };
 }
 

@@ -15,8 +15,9 @@ defmodule ExMCP.Authorization.CLI do
 
   @doc "Library options from the shared flags."
   def call_options(opts) do
-    Enum.flat_map([:timeout, :cacertfile], fn key ->
+    Enum.flat_map([:timeout, :cacertfile, :proxy], fn key ->
       case Keyword.fetch(opts, key) do
+        {:ok, "system"} when key == :proxy -> [proxy: :system]
         {:ok, value} -> [{key, value}]
         :error -> []
       end
@@ -36,13 +37,16 @@ defmodule ExMCP.Authorization.CLI do
     text
   end
 
-  @doc "Reads the registration client URI and token from a credential file."
+  @doc """
+  Reads a credential file: `{uri, token, document}`, the registration client
+  URI, the registration access token and the whole JSON document.
+  """
   def read_credentials!(path) do
     with {:ok, text} <- File.read(path),
          {:ok, %{} = document} <- Native.json_decode(text),
          uri when is_binary(uri) <- document["registration_client_uri"],
          token when is_binary(token) <- document["registration_access_token"] do
-      {uri, token}
+      {uri, token, document}
     else
       {:error, reason} when is_atom(reason) -> Mix.raise("cannot read #{path}: #{:file.format_error(reason)}")
       {:error, message} -> Mix.raise("#{path} is not valid JSON: #{message}")
@@ -50,10 +54,16 @@ defmodule ExMCP.Authorization.CLI do
     end
   end
 
-  @doc "Writes credentials readable by the owner only: they hold secrets."
+  @doc """
+  Writes credentials readable by the owner only: the file is created with
+  mode 0600 before the secret goes in, then renamed over `path` (see
+  `native/ex_mcp_nif/src/private_file.rs`).
+  """
   def write_credentials!(path, client) do
-    File.write!(path, to_json(client) <> "\n")
-    File.chmod!(path, 0o600)
+    case Native.write_private_file(Path.expand(path), to_json(client) <> "\n") do
+      :ok -> :ok
+      {:error, message} -> Mix.raise("cannot write #{path}: #{message}")
+    end
   end
 
   @doc "Stops the task with a non-zero exit and the error in one sentence."

@@ -42,8 +42,11 @@ defmodule ExMCP.Authorization.ClientRegistration do
           client.registration_access_token
         )
 
-  Store the `registration_access_token` of every answer: a server may rotate
-  it on update, and then the old one stops working.
+  Store the `registration_access_token` of every answer, reads included: a
+  server may rotate it in any RFC 7592 answer (§2.1), and then the old one
+  stops working. An update that fails after its read rotated the token
+  returns the new credentials in its error: see
+  `ExMCP.Authorization.RotatedCredentials`.
 
   ## The request
 
@@ -77,24 +80,40 @@ defmodule ExMCP.Authorization.ClientRegistration do
   with string keys: no atom is ever created from server data. A JSON `null`
   counts as absent.
 
+  Only a usable `client_id` (a non-empty string) is required: the server has
+  already created or changed the client, and refusing its answer would throw
+  the credentials away. A known member of an unexpected type
+  (`client_id_issued_at: 1.5`, `client_secret_expires_at: "0"`,
+  `redirect_uris: "x"`) is left out of its atom key (the ten documented keys
+  then hold their defaults) and kept, raw, under `:extra` with its string
+  name: `extra: %{"client_secret_expires_at" => "0"}`. This holds for
+  register, read and update answers alike.
+
   ## Options
 
   | Option | Default | Meaning |
   |---|---|---|
   | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included. |
-  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP and TLS). |
+  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP, proxy tunnel and TLS). Applies to the connections this call opens; calls with different values share one connection pool. |
   | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. |
   | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `accept`, `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
-  | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. |
+  | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. A regular file of at most 4 MiB holding only `CERTIFICATE` sections; read off the runtime's async threads, within `:timeout`, and read again when it changes. |
+  | `:proxy` | `nil` | `nil`: connect directly, ignoring `HTTP_PROXY` and friends. `"http://host:port"` or `"https://host:port"`, optionally with `user:password@` (sent as `Proxy-Authorization: Basic`, never shown in errors or logs): go through that proxy; https targets use a `CONNECT` tunnel. `:system`: the proxy named by the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` environment variables of the OS process, as they were when the VM started (`System.put_env/2` does not change them). |
   | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
   | `:replace` | `false` | `update_client_information/4` only: send `updates` as the whole record instead of merging over the current one. |
 
   Defaults of `:timeout`, `:connect_timeout`, `:max_response_bytes`,
-  `:headers` and `:cacertfile` can be set in the application environment:
+  `:headers`, `:cacertfile` and `:proxy` can be set in the application
+  environment:
 
       config :ex_mcp_registration, timeout: 30_000, cacertfile: "/etc/ssl/corp-ca.pem"
 
-  An unknown or ill-typed option raises `ArgumentError` naming the option.
+  An unknown or ill-typed option raises `ArgumentError` naming the option
+  (a malformed `:proxy` is never quoted: it may hold a password).
+  Through a proxy, a refused `CONNECT` or a 407 is `{:request_failed, {:proxy, _}}`;
+  for a plain-http endpoint any other answer the proxy writes itself (a
+  403, tinyproxy's 401) cannot be told from the server's and is
+  `{:http_error, status, body}`.
   The tokio worker count is read once, when the NIF loads:
   `config :ex_mcp_registration, runtime_worker_threads: 2` (default: 2, or 1
   on a one-core machine).
@@ -146,14 +165,20 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `{:invalid_field, field, message}` | A request value has the wrong type or form, is too large (see "Limits and scheduler time"), or `field` is not client metadata. |
   | `{:registration_error, status, map}` | The server refused with a JSON object, usually `%{"error" => _, "error_description" => _}`. |
   | `{:http_error, status, body}` | Any other non-success answer, redirects (never followed) included. `body` is a binary. |
-  | `{:invalid_response, message}` | A success answer without a usable `client_id`, a known field of the wrong type, or a 2xx status the protocol does not use there (a 201 to a GET). |
+  | `{:invalid_response, message}` | A success answer without a usable `client_id` (a known field of another type does not fail: it goes under `:extra`), or a 2xx status the protocol does not use there (a 201 to a GET). |
   | `{:json_decode_error, message}` | A success answer that is not JSON. |
-  | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange), `{:cacertfile, message}` or `{:panic, message}` (a bug, reported rather than crashing). |
+  | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange; a GET, PUT or DELETE whose connection closed before any answer is sent once more first, a POST never), `{:cacertfile, message}`, `{:proxy, message}` (the proxy refused a `CONNECT` tunnel, or answered 407) or `{:panic, message}` (a bug, reported rather than crashing). |
+  | `{:credentials_rotated, %ExMCP.Authorization.RotatedCredentials{client: client}, reason}` | `update_client_information/4` only: its read returned a new `registration_access_token` (RFC 7592 §2.1), then the update failed for `reason` (any reason above, `{:request_failed, :timeout}` included). `client` is the read's answer with the new credentials: store it. |
 
-  No reason, message or log line ever holds a client secret or a token.
+  No reason, message or log line ever holds a client secret or a token. A
+  token or secret the library sent is replaced by `"[REDACTED]"` wherever a
+  server quotes it back in a refusal (`error_description`, an HTML page).
+  The one reason that must carry live credentials, `:credentials_rotated`,
+  holds them in a struct whose `inspect/2` shows only the `client_id`, and
+  `format_error/1` never shows them.
   """
 
-  alias ExMCP.Authorization.Native
+  alias ExMCP.Authorization.{Native, RotatedCredentials}
 
   @app :ex_mcp_registration
 
@@ -216,6 +241,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:body_too_large, pos_integer()}
           | {:connection, String.t()}
           | {:cacertfile, String.t()}
+          | {:proxy, String.t()}
           | {:panic, String.t()}
 
   @typedoc "Every error reason. See the moduledoc's table."
@@ -230,6 +256,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:invalid_response, String.t()}
           | {:json_decode_error, String.t()}
           | {:request_failed, transport_reason()}
+          | {:credentials_rotated, RotatedCredentials.t(), reason()}
 
   @typedoc "Options; see the moduledoc's table."
   @type option() ::
@@ -238,16 +265,23 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:max_response_bytes, pos_integer()}
           | {:headers, [{String.t(), String.t()}]}
           | {:cacertfile, Path.t() | nil}
+          | {:proxy, String.t() | :system | nil}
           | {:initial_access_token, String.t() | nil}
           | {:replace, boolean()}
 
-  @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile]
+  # How much longer than `:timeout` an update waits for the native reply. The
+  # native deadline fires at `:timeout` and its reply carries any rotated
+  # credentials; this margin keeps the wait from cancelling that reply first.
+  @deadline_margin 100
+
+  @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile, :proxy]
   @defaults [
     timeout: 15_000,
     connect_timeout: 5_000,
     max_response_bytes: 1_048_576,
     headers: [],
-    cacertfile: nil
+    cacertfile: nil,
+    proxy: nil
   ]
 
   @doc """
@@ -305,8 +339,18 @@ defmodule ExMCP.Authorization.ClientRegistration do
   `updates` over it (a `nil` value removes that field), drops the fields
   §2.2 forbids in a PUT (`registration_access_token`,
   `registration_client_uri`, `client_secret_expires_at`,
-  `client_id_issued_at`, and `client_secret` unless `updates` sets it), keeps
-  `client_id`, and sends the result.
+  `client_id_issued_at`), keeps `client_id` and the `client_secret` the read
+  returned (§2.2 allows it, its example sends it, and an omitted field is
+  treated as null), and sends the result.
+
+  When `updates` changes `redirect_uris` and does not name
+  `application_type`, `application_type` is derived again from the new URIs
+  (SEP-837), as at registration.
+
+  If the read returns a new `registration_access_token` (RFC 7592 §2.1), the
+  PUT is sent with it: the old one no longer works. If the update then fails,
+  the error is `{:credentials_rotated, %RotatedCredentials{client: client},
+  reason}`, with the new credentials in `client`.
 
   With `replace: true` nothing is read: `updates` is sent as the whole record
   (it should carry `client_id`), after dropping the forbidden fields. The
@@ -316,7 +360,9 @@ defmodule ExMCP.Authorization.ClientRegistration do
   secret).
 
   Servers may rotate the registration access token here: store the
-  `registration_access_token` of the answer.
+  `registration_access_token` of the answer. With `replace: true`, when
+  `updates` has `redirect_uris` but no `application_type`, it is derived from
+  them too.
 
   ## Example
 
@@ -331,7 +377,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
     updates = request_map!(updates, "updates")
     opts = options!(opts, [:replace])
 
-    Native.call(
+    start =
       &Native.update(
         registration_client_uri,
         registration_access_token,
@@ -339,9 +385,15 @@ defmodule ExMCP.Authorization.ClientRegistration do
         Keyword.get(opts, :replace, false),
         native_options(opts),
         &1
-      ),
-      opts[:timeout]
-    )
+      )
+
+    case Native.call(start, min(opts[:timeout] + @deadline_margin, 0xFFFFFFFF)) do
+      {:error, {:credentials_rotated, %{} = client, reason}} ->
+        {:error, {:credentials_rotated, %RotatedCredentials{client: client}, reason}}
+
+      other ->
+        other
+    end
   end
 
   @doc """
@@ -423,14 +475,42 @@ defmodule ExMCP.Authorization.ClientRegistration do
   def format_error({:request_failed, {:cacertfile, message}}),
     do: "the :cacertfile option could not be used: #{message}"
 
+  def format_error({:request_failed, {:proxy, message}}), do: "the proxy refused the request: #{message}"
+
   def format_error({:request_failed, {:panic, message}}),
     do: "an internal error occurred in the native client (please report it): #{message}"
 
   def format_error({:request_failed, other}), do: "the request failed: #{inspect(other)}"
+
+  def format_error({:credentials_rotated, _credentials, reason}),
+    do:
+      format_error(reason) <>
+        " (before that, the server issued a new registration access token: the new credentials " <>
+        "are in this error's RotatedCredentials, store them; the old token no longer works)"
+
   def format_error(other), do: "client registration failed: #{inspect(other)}"
 
-  defp clip(text) when byte_size(text) > 300, do: binary_part(text, 0, 300) <> "…"
-  defp clip(text), do: text
+  @clip_graphemes 300
+
+  # Server text, cut at a grapheme boundary so the sentence stays valid UTF-8.
+  defp clip(text) do
+    case String.split_at(valid_utf8(text), @clip_graphemes) do
+      {head, ""} -> head
+      {head, _rest} -> head <> "…"
+    end
+  end
+
+  # A reason built by hand may hold any binary: invalid bytes become U+FFFD.
+  defp valid_utf8(text) do
+    if String.valid?(text), do: text, else: replace_invalid(text, "")
+  end
+
+  defp replace_invalid(<<>>, acc), do: acc
+
+  defp replace_invalid(<<char::utf8, rest::binary>>, acc),
+    do: replace_invalid(rest, <<acc::binary, char::utf8>>)
+
+  defp replace_invalid(<<_byte, rest::binary>>, acc), do: replace_invalid(rest, acc <> "\uFFFD")
 
   defp body_size(body) when is_binary(body) and byte_size(body) > 0, do: " (#{byte_size(body)} bytes)"
   defp body_size(_), do: ""
@@ -484,6 +564,16 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
   defp check_option!(:cacertfile, other),
     do: raise(ArgumentError, "option :cacertfile must be a path, got: #{type_name(other)}")
+
+  defp check_option!(:proxy, proxy) when is_binary(proxy) or proxy in [nil, :system], do: proxy
+
+  # Never echo a proxy URL: it may hold a password. Rust checks its form.
+  defp check_option!(:proxy, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :proxy must be an http:// or https:// URL string, :system or nil, got: #{type_name(other)}"
+      )
 
   defp check_option!(:initial_access_token, token) when is_binary(token) or is_nil(token), do: token
 

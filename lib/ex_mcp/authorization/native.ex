@@ -60,6 +60,7 @@ defmodule ExMCP.Authorization.Native do
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
   def decode_reply_dirty(_reply), do: not_loaded()
+  def write_private_file(_path, _contents), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).
   def server_start(_config), do: not_loaded()

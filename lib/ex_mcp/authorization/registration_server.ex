@@ -54,14 +54,27 @@ defmodule ExMCP.Authorization.RegistrationServer do
 
   ## What the server does
 
-    * Client metadata is checked and completed by the same Rust code that
-      `ExMCP.Authorization.ClientRegistration` runs before sending: field
+    * Client metadata is checked by the same Rust rules that
+      `ExMCP.Authorization.ClientRegistration` applies before sending: field
       types, redirect URI rules (https, loopback http or a private-use
       scheme; no fragment; no `javascript:`, `data:`, `vbscript:`, `file:`),
-      the defaults (`grant_types: ["authorization_code"]`,
-      `response_types: ["code"]`, `token_endpoint_auth_method: "none"`) and
-      the derived `application_type`. `redirect_uris` is required when a
-      grant type needs it (`authorization_code`, `implicit`).
+      `jwks` and `jwks_uri` not both (RFC 7591 §2). `redirect_uris` is
+      required when a grant type needs it (`authorization_code`, `implicit`).
+    * It is a strict RFC server, not a mirror of the client: it completes
+      metadata with the RFC's defaults, not the client's policy
+      (`grant_types: ["authorization_code"]`, `response_types: ["code"]`,
+      `token_endpoint_auth_method: "client_secret_basic"` with a secret,
+      RFC 7591 §2), stores `application_type` only when sent, and ignores
+      metadata it does not know: it is neither stored nor echoed (RFC 7591
+      §2, §3.1). A private-use redirect scheme must be a reverse domain name
+      with a period, `com.example.app:/cb` (RFC 8252 §7.1); `localhost`
+      loopback redirects are accepted although RFC 8252 §8.3 does not
+      recommend them, since MCP clients use them.
+    * A `PUT` replaces the registration (RFC 7592 §2.2): what it omits is
+      reset to the default. An omitted `token_endpoint_auth_method` is
+      `client_secret_basic` again, so a confidential client keeps its secret
+      and a public one receives a secret in the answer; only an explicit
+      `"none"` makes a client public (and drops its secret).
     * Supported: `token_endpoint_auth_method` `none`, `client_secret_basic`,
       `client_secret_post`; `grant_types` `authorization_code`,
       `refresh_token`, `client_credentials`; `response_types` `code`.

@@ -22,6 +22,8 @@ defmodule Mix.Tasks.Mcp.Register do
     * `--auth-method METHOD` - `token_endpoint_auth_method` (default: none)
     * `--initial-access-token TOKEN` - RFC 7591 §3 initial access token
     * `--cacertfile PATH` - PEM CA certificates to trust
+    * `--proxy URL` - an http:// or https:// proxy (credentials allowed, never
+      printed), or `system` for the `HTTP_PROXY`/`HTTPS_PROXY` variables
     * `--timeout MS` - whole-call timeout
     * `--output FILE` - also write the JSON to FILE (mode 0600), for `mix mcp.client`
 
@@ -41,6 +43,7 @@ defmodule Mix.Tasks.Mcp.Register do
     auth_method: :string,
     initial_access_token: :string,
     cacertfile: :string,
+    proxy: :string,
     timeout: :integer,
     output: :string
   ]

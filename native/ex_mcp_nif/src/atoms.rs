@@ -13,6 +13,8 @@ rustler::atoms! {
     headers,
     cacertfile,
     initial_access_token,
+    proxy,
+    system,
     // Registration server: configuration keys, info keys, start errors.
     ip,
     port,

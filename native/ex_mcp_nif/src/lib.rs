@@ -7,6 +7,7 @@ mod budget;
 mod convert;
 mod nifs;
 mod pending;
+mod private_file;
 mod runtime;
 mod server;
 

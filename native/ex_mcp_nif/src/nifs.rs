@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mcp_registration::{etf, metadata, request, Call, Options, Secret};
+use mcp_registration::{etf, metadata, request, Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::types::list::ListIterator;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -375,6 +375,19 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     if let Some(path) = get(atoms::cacertfile()) {
         let path = string_option(atoms::cacertfile(), path, "must be a path string")?;
         options.cacertfile = Some(PathBuf::from(path));
+    }
+    if let Some(proxy) = get(atoms::proxy()) {
+        options.proxy = if proxy == atoms::system().to_term(env) {
+            ProxySetting::System
+        } else {
+            // The URL is never echoed: it may hold a password.
+            let url = string_option(
+                atoms::proxy(),
+                proxy,
+                "must be an http:// or https:// URL string, :system or nil",
+            )?;
+            ProxySetting::Url(ProxyUrl::parse(&url).map_err(|m| invalid(atoms::proxy(), &m))?)
+        };
     }
     if let Some(token) = get(atoms::initial_access_token()) {
         let message = "must be a non-empty string of visible ASCII characters";

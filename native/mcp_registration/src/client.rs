@@ -1,22 +1,23 @@
-//! The HTTP side: one shared connection pool per TLS/connect configuration,
-//! a deadline over the whole call, a cap on what is read, no redirects.
+//! A registration call: checked up front, then run within one deadline over
+//! every round trip. The HTTP exchange is `transport`, the pools `pool`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 use url::Url;
 
 use crate::error::{Error, RequestError, TransportError};
 use crate::metadata;
+use crate::pool::http_client;
+use crate::proxy::ProxySetting;
 use crate::request::{self, Registration};
 use crate::response::{self, ClientInformation};
+use crate::rotation::Progress;
+use crate::transport::exchange;
 
 /// A bearer token. Its `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,7 +35,12 @@ impl Secret {
         Ok(Self(token))
     }
 
-    fn bearer(&self) -> HeaderValue {
+    /// The token itself, for comparing and redacting; never for display.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn bearer(&self) -> HeaderValue {
         let mut value =
             HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("checked in Secret::new");
         value.set_sensitive(true);
@@ -71,6 +77,8 @@ pub struct Options {
     pub cacertfile: Option<PathBuf>,
     /// RFC 7591 §3: sent as a Bearer token on registration.
     pub initial_access_token: Option<Secret>,
+    /// Where connections go: straight, the environment's proxy, or this one.
+    pub proxy: ProxySetting,
 }
 
 impl Default for Options {
@@ -82,6 +90,7 @@ impl Default for Options {
             headers: HeaderMap::new(),
             cacertfile: None,
             initial_access_token: None,
+            proxy: ProxySetting::Direct,
         }
     }
 }
@@ -188,52 +197,64 @@ impl Call {
     }
 
     /// Runs the call within its deadline.
+    ///
+    /// What the call sent and what an update's read handed out are kept in
+    /// `progress`, outside the deadline's future, so that neither a refusal
+    /// nor the deadline itself can lose a rotated credential (RFC 7592 §2.1)
+    /// or let a sent one into the reason.
     pub async fn run(self) -> Result<Outcome, Error> {
         let deadline = self.options.timeout;
-        match tokio::time::timeout(deadline, self.exchange_all()).await {
+        let mut progress = Progress::default();
+        if let Some(token) = &self.token {
+            progress.sent.add(token.expose());
+        }
+        let result = match tokio::time::timeout(deadline, self.exchange_all(&mut progress)).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout.into()),
-        }
+        };
+        progress.settle(result)
     }
 
-    async fn exchange_all(self) -> Result<Outcome, Error> {
-        let http = http_client(&self.options)?;
-        let send = |method, body| {
-            exchange(
-                &http,
-                method,
-                &self.url,
-                self.token.as_ref(),
-                body,
-                &self.options,
-            )
+    async fn exchange_all(&self, progress: &mut Progress) -> Result<Outcome, Error> {
+        let http = http_client(&self.options).await?;
+        let send = |method, token: Option<Secret>, body| {
+            let http = &http;
+            async move { exchange(http, method, &self.url, token.as_ref(), body, &self.options).await }
         };
+        let token = self.token.clone();
         match &self.operation {
             Operation::Register(registration) => {
                 let (status, body) =
-                    send(Method::POST, Some(json_body(&registration.metadata))).await?;
+                    send(Method::POST, token, Some(json_body(&registration.metadata))).await?;
                 expect(status, &[StatusCode::OK, StatusCode::CREATED], body)
             }
             Operation::Read => {
-                let (status, body) = send(Method::GET, None).await?;
+                let (status, body) = send(Method::GET, token, None).await?;
                 expect(status, &[StatusCode::OK], body)
             }
             Operation::Update { updates, replace } => {
+                let mut put_token = token.clone();
                 let current = if *replace {
                     None
                 } else {
-                    let (status, body) = send(Method::GET, None).await?;
-                    match expect(status, &[StatusCode::OK], body)? {
-                        Outcome::Client(info) => Some(info.document),
+                    let (status, body) = send(Method::GET, token.clone(), None).await?;
+                    let info = match expect(status, &[StatusCode::OK], body)? {
+                        Outcome::Client(info) => info,
                         Outcome::Deleted => unreachable!("a GET is never a deletion"),
-                    }
+                    };
+                    // RFC 7592 §2.1: a new token in the read replaces the old one at once.
+                    put_token = Some(progress.read(info.clone(), token.as_ref())?);
+                    Some(info.document)
                 };
                 let put = metadata::merge_for_put(current.as_ref(), updates);
-                let (status, body) = send(Method::PUT, Some(json_body(&put))).await?;
+                if let Some(Value::String(secret)) = put.get("client_secret") {
+                    progress.sent.add(secret);
+                }
+                let (status, body) = send(Method::PUT, put_token, Some(json_body(&put))).await?;
                 expect(status, &[StatusCode::OK], body)
             }
             Operation::Delete => {
-                let (status, body) = send(Method::DELETE, None).await?;
+                let (status, body) = send(Method::DELETE, token, None).await?;
                 let success = [StatusCode::NO_CONTENT, StatusCode::OK];
                 if success.contains(&status) {
                     Ok(Outcome::Deleted)
@@ -271,138 +292,6 @@ fn json_body(document: &Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(document).expect("a JSON map always serializes")
 }
 
-/// One request and its capped body.
-async fn exchange(
-    http: &reqwest::Client,
-    method: Method,
-    url: &Url,
-    token: Option<&Secret>,
-    body: Option<Vec<u8>>,
-    options: &Options,
-) -> Result<(StatusCode, Vec<u8>), Error> {
-    let mut request = http
-        .request(method, url.clone())
-        .headers(options.headers.clone())
-        .header(ACCEPT, "application/json");
-    if let Some(token) = token {
-        request = request.header(AUTHORIZATION, token.bearer());
-    }
-    if let Some(body) = body {
-        request = request.header(CONTENT_TYPE, "application/json").body(body);
-    }
-    let mut response = request.send().await.map_err(transport_error)?;
-    let status = response.status();
-    let limit = options.max_response_bytes;
-    if response.content_length().is_some_and(|len| len > limit) {
-        return Err(TransportError::BodyTooLarge(limit).into());
-    }
-    let mut buffer = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if (buffer.len() + chunk.len()) as u64 > limit {
-            return Err(TransportError::BodyTooLarge(limit).into());
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    Ok((status, buffer))
-}
-
-/// Names a transport failure without the URL (it may be long) and never with
-/// headers (they may hold tokens).
-fn transport_error(err: reqwest::Error) -> TransportError {
-    let timeout = err.is_timeout();
-    let connect = err.is_connect();
-    let message = error_chain(&err.without_url());
-    let lower = message.to_ascii_lowercase();
-    if ["certificate", "tls", "handshake", "x509"]
-        .iter()
-        .any(|w| lower.contains(w))
-    {
-        TransportError::Tls(message)
-    } else if connect {
-        TransportError::Connect(message)
-    } else if timeout {
-        TransportError::Timeout
-    } else {
-        TransportError::Connection(message)
-    }
-}
-
-/// The causes of an error, outermost first, without the generic wrappers
-/// ("error sending request", "client error (Connect)") that say nothing.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    const GENERIC: &[&str] = &[
-        "error sending request",
-        "client error (",
-        "request or response body error",
-        "error decoding response body",
-        "builder error",
-    ];
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(current) = next {
-        let text = current.to_string();
-        if !GENERIC.iter().any(|g| text.starts_with(g)) && !parts.iter().any(|p| p.contains(&text))
-        {
-            parts.push(text);
-        }
-        next = current.source();
-    }
-    if parts.is_empty() {
-        err.to_string()
-    } else {
-        parts.join(": ")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    cacertfile: Option<PathBuf>,
-    connect_timeout: Duration,
-}
-
-/// Connection pools, one per distinct TLS and connect configuration; the
-/// default options all share one.
-static POOLS: Lazy<Mutex<HashMap<PoolKey, reqwest::Client>>> = Lazy::new(Default::default);
-
-fn http_client(options: &Options) -> Result<reqwest::Client, TransportError> {
-    let key = PoolKey {
-        cacertfile: options.cacertfile.clone(),
-        connect_timeout: options.connect_timeout,
-    };
-    let mut pools = POOLS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(client) = pools.get(&key) {
-        return Ok(client.clone());
-    }
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(key.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(60));
-    if let Some(path) = &key.cacertfile {
-        let pem = std::fs::read(path)
-            .map_err(|e| TransportError::CaCertFile(format!("{}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| TransportError::CaCertFile(format!("{}: {e}", path.display())))?;
-        if certs.is_empty() {
-            return Err(TransportError::CaCertFile(format!(
-                "{}: no PEM certificate found",
-                path.display()
-            )));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    let client = builder.build().map_err(|e| {
-        TransportError::Connect(format!("cannot build the HTTP client: {}", error_chain(&e)))
-    })?;
-    pools.insert(key, client.clone());
-    Ok(client)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,11 +300,18 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let secret = Secret::new("t", "s3cr3t-token".into()).unwrap();
         assert!(!format!("{secret:?}").contains("s3cr3t"));
+        let proxy =
+            crate::proxy::ProxyUrl::parse("http://alice:pr0xy-pw@proxy.example:3128").unwrap();
         let options = Options {
             initial_access_token: Some(secret),
+            proxy: ProxySetting::Url(proxy),
             ..Options::default()
         };
-        assert!(!format!("{options:?}").contains("s3cr3t"));
+        let shown = format!("{options:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("pr0xy-pw"),
+            "{shown}"
+        );
         assert!(Secret::new("t", String::new()).is_err());
         assert!(Secret::new("t", "a\r\nInjected: x".into()).is_err());
     }

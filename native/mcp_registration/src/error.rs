@@ -1,10 +1,16 @@
 //! Every way a call can fail, mirroring ExMCP 0.10's reason shapes.
 //!
-//! No variant carries a secret: tokens and client secrets never reach an
-//! error, so an error can be logged or shown as it is.
+//! No variant carries a secret, with one deliberate exception:
+//! [`Error::CredentialsRotated`] holds the credentials a server handed out
+//! before the call failed, because losing them would lock the caller out. Its
+//! `Display` and `Debug` never show them.
+
+use std::fmt;
 
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+use crate::response::ClientInformation;
 
 /// A request refused before any network traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -40,6 +46,10 @@ pub enum TransportError {
     /// The connection broke after it was made: reset, closed early, truncated.
     #[error("the connection failed: {0}")]
     Connection(String),
+    /// The proxy refused the request: a `CONNECT` tunnel answered with
+    /// anything but 2xx, or a 407. Never holds the proxy's credentials.
+    #[error("the proxy refused: {0}")]
+    Proxy(String),
     /// The `cacertfile` option could not be read or parsed.
     #[error("cannot use cacertfile: {0}")]
     CaCertFile(String),
@@ -49,7 +59,7 @@ pub enum TransportError {
 }
 
 /// Everything a registration call can return instead of a result.
-#[derive(Debug, Clone, PartialEq, Error)]
+#[derive(Clone, PartialEq, Error)]
 pub enum Error {
     #[error(transparent)]
     Request(#[from] RequestError),
@@ -71,4 +81,40 @@ pub enum Error {
     /// `{:request_failed, reason}`
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// `{:credentials_rotated, client_information, reason}`: an update failed
+    /// after its read (RFC 7592 §2.1) returned a new registration access
+    /// token. `client` is that read's answer, new credentials included;
+    /// `reason` is why the update failed.
+    #[error("{reason} (the server issued new credentials first; they are kept in this error)")]
+    CredentialsRotated {
+        client: Box<ClientInformation>,
+        reason: Box<Error>,
+    },
+}
+
+/// Shows what failed, never the rotated credentials.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Request(e) => f.debug_tuple("Request").field(e).finish(),
+            Self::Registration { status, body } => f
+                .debug_struct("Registration")
+                .field("status", status)
+                .field("body", body)
+                .finish(),
+            Self::Http { status, body } => f
+                .debug_struct("Http")
+                .field("status", status)
+                .field("body", &String::from_utf8_lossy(body))
+                .finish(),
+            Self::InvalidResponse(m) => f.debug_tuple("InvalidResponse").field(m).finish(),
+            Self::JsonDecode(m) => f.debug_tuple("JsonDecode").field(m).finish(),
+            Self::Transport(e) => f.debug_tuple("Transport").field(e).finish(),
+            Self::CredentialsRotated { client, reason } => f
+                .debug_struct("CredentialsRotated")
+                .field("client_id", &client.client_id())
+                .field("reason", reason)
+                .finish(),
+        }
+    }
 }

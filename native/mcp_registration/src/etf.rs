@@ -162,12 +162,13 @@ impl Writer {
         }
     }
 
-    /// A `client_information()` map: known fields under their fixed atoms,
-    /// the ten documented keys always present, everything else under `:extra`.
+    /// A `client_information()` map: known fields of the documented type
+    /// under their fixed atoms, the ten documented keys always present,
+    /// everything else (unknown members, ill-typed known ones) under `:extra`.
     fn client_information(&mut self, info: &ClientInformation) {
         let known: Vec<(&str, Cow<Value>)> = metadata::FIELDS
             .iter()
-            .filter_map(|field| match info.document.get(field.name) {
+            .filter_map(|field| match info.known(field.name) {
                 Some(value) => Some((field.name, Cow::Borrowed(value))),
                 None => metadata::answer_default(field.name)
                     .map(|default| (field.name, Cow::Owned(default))),
@@ -208,6 +209,12 @@ impl Writer {
                 self.unsigned(u64::from(*status));
                 self.binary(body);
             }
+            Error::CredentialsRotated { client, reason } => {
+                self.tuple(3);
+                self.atom("credentials_rotated");
+                self.client_information(client);
+                self.reason(reason, atoms);
+            }
             Error::InvalidResponse(message) => self.tagged("invalid_response", message),
             Error::JsonDecode(message) => self.tagged("json_decode_error", message),
             Error::Transport(transport) => {
@@ -224,6 +231,7 @@ impl Writer {
                     }
                     TransportError::Connection(m) => self.tagged("connection", m),
                     TransportError::CaCertFile(m) => self.tagged("cacertfile", m),
+                    TransportError::Proxy(m) => self.tagged("proxy", m),
                     TransportError::Panic(m) => self.tagged("panic", m),
                 }
             }
@@ -347,7 +355,9 @@ const REPLY_ATOMS: &[&str] = &[
     "body_too_large",
     "connection",
     "cacertfile",
+    "proxy",
     "panic",
+    "credentials_rotated",
 ];
 
 /// Every atom a reply can hold. The NIF creates them all when it loads, so

@@ -4,15 +4,22 @@
 //! server that checks what it receives with the same [`metadata`] rules the
 //! client applies before sending.
 
+pub mod cacertfile;
 pub mod client;
 pub mod error;
 pub mod etf;
 pub mod metadata;
+pub mod pool;
+pub mod proxy;
+pub mod redact;
 pub mod request;
 pub mod response;
+pub mod rotation;
 pub mod server;
+pub mod transport;
 pub mod uri;
 
 pub use client::{Call, Options, Outcome, Secret};
 pub use error::{Error, RequestError, TransportError};
+pub use proxy::{ProxySetting, ProxyUrl};
 pub use response::ClientInformation;

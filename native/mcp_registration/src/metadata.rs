@@ -1,8 +1,13 @@
-//! The one place that knows the client metadata fields and their rules.
+//! The one place that knows the client metadata fields and their rules
+//! (RFC 7591 §2, RFC 7592 §2.2).
 //!
 //! The client (building requests, parsing answers) and the embedded server
 //! (checking what a client sent) both go through this module, so a field or a
-//! rule is never written down twice.
+//! rule is never written down twice. Rules are true for everyone ("`jwks` and
+//! `jwks_uri` are not both sent"); policies are one party's choice and come
+//! in as a [`Policy`]: the client's ([`crate::request::CLIENT_POLICY`]) and
+//! the embedded server's (`server::handlers::SERVER_POLICY`) differ, so a test
+//! of one against the other can catch a disagreement with the RFC.
 
 use serde_json::{Map, Value};
 
@@ -99,10 +104,22 @@ pub const EXTRA: &str = "extra";
 pub const REQUIRED_FOR_REGISTRATION: &[&str] =
     &[REGISTRATION_ENDPOINT, "client_name", "redirect_uris"];
 
-/// ExMCP's defaults for a registration request.
+/// RFC 7591 §2: what an omitted `grant_types` and `response_types` mean.
 pub const DEFAULT_GRANT_TYPES: &[&str] = &["authorization_code"];
 pub const DEFAULT_RESPONSE_TYPES: &[&str] = &["code"];
-pub const DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD: &str = "none";
+/// RFC 7591 §2: what an omitted `token_endpoint_auth_method` means.
+pub const RFC_TOKEN_ENDPOINT_AUTH_METHOD: &str = "client_secret_basic";
+
+/// One party's defaults for what a registration leaves out. The RFC 7591 §2
+/// defaults of `grant_types` and `response_types` are the same for everyone
+/// and always applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Filled in when `token_endpoint_auth_method` is absent.
+    pub token_endpoint_auth_method: &'static str,
+    /// SEP-837: fill in `application_type` from the redirect URIs when absent.
+    pub derive_application_type: bool,
+}
 
 pub fn field(name: &str) -> Option<&'static Field> {
     FIELDS.iter().find(|f| f.name == name)
@@ -241,6 +258,12 @@ pub fn check_document(doc: &Map<String, Value>, purpose: Purpose) -> Result<(), 
             })?;
         }
     }
+    if doc.get("jwks").is_some_and(has_value) && doc.get("jwks_uri").is_some_and(has_value) {
+        return Err(RequestError::InvalidField {
+            field: "jwks".into(),
+            message: "must not be sent together with jwks_uri (RFC 7591 §2)".into(),
+        });
+    }
     Ok(())
 }
 
@@ -249,23 +272,33 @@ pub fn drop_empty(doc: &mut Map<String, Value>) {
     doc.retain(|_, v| has_value(v));
 }
 
-/// Fills ExMCP's defaults and the derived `application_type` into a
-/// registration document. A value the caller gave always wins.
-pub fn apply_registration_defaults(doc: &mut Map<String, Value>) {
+/// Removes the members a server does not understand: RFC 7591 §2 says it
+/// MUST ignore them, so they are neither stored nor echoed. Issued fields
+/// are removed too; the server sets those itself.
+pub fn retain_client_metadata(doc: &mut Map<String, Value>) {
+    doc.retain(|name, _| field(name).is_some_and(|f| f.origin == Origin::Client));
+}
+
+/// `application_type` derived (SEP-837) from a document's `redirect_uris`.
+fn derived_application_type(doc: &Map<String, Value>) -> &'static str {
+    match doc.get("redirect_uris") {
+        Some(Value::Array(uris)) => derive_application_type(uris.iter().filter_map(Value::as_str)),
+        _ => derive_application_type([]),
+    }
+}
+
+/// Fills the RFC 7591 §2 defaults and `policy`'s into a registration
+/// document. A value the sender gave always wins.
+pub fn apply_registration_defaults(doc: &mut Map<String, Value>, policy: &Policy) {
     let strings = |items: &[&str]| Value::Array(items.iter().map(|s| Value::from(*s)).collect());
     doc.entry("grant_types")
         .or_insert_with(|| strings(DEFAULT_GRANT_TYPES));
     doc.entry("response_types")
         .or_insert_with(|| strings(DEFAULT_RESPONSE_TYPES));
     doc.entry("token_endpoint_auth_method")
-        .or_insert_with(|| Value::from(DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD));
-    if !doc.contains_key("application_type") {
-        let derived = match doc.get("redirect_uris") {
-            Some(Value::Array(uris)) => {
-                derive_application_type(uris.iter().filter_map(Value::as_str))
-            }
-            _ => derive_application_type([]),
-        };
+        .or_insert_with(|| Value::from(policy.token_endpoint_auth_method));
+    if policy.derive_application_type && !doc.contains_key("application_type") {
+        let derived = derived_application_type(doc);
         doc.insert("application_type".into(), Value::from(derived));
     }
 }
@@ -298,17 +331,21 @@ pub fn check_redirect_uris_required(doc: &Map<String, Value>) -> Result<(), Requ
 
 /// Checks and completes the client metadata of a registration: members
 /// without a value are dropped, every known field is checked
-/// ([`check_document`] with [`Purpose::Register`]), the defaults and the
-/// derived `application_type` are filled in ([`apply_registration_defaults`]),
-/// and `redirect_uris` must be present when a grant type needs it.
+/// ([`check_document`] with [`Purpose::Register`]), the defaults of the RFC
+/// and of `policy` are filled in ([`apply_registration_defaults`]), and
+/// `redirect_uris` must be present when a grant type needs it.
 ///
 /// The client runs this on what it is about to send (RFC 7591 §3.1), and the
 /// embedded server on what it received, at registration and for the full
-/// replacement of an RFC 7592 §2.2 update, so both sides apply the same rules.
-pub fn prepare_client_metadata(doc: &mut Map<String, Value>) -> Result<(), RequestError> {
+/// replacement of an RFC 7592 §2.2 update, so both sides apply the same
+/// rules, each with its own policy.
+pub fn prepare_client_metadata(
+    doc: &mut Map<String, Value>,
+    policy: &Policy,
+) -> Result<(), RequestError> {
     drop_empty(doc);
     check_document(doc, Purpose::Register)?;
-    apply_registration_defaults(doc);
+    apply_registration_defaults(doc, policy);
     check_redirect_uris_required(doc)
 }
 
@@ -332,22 +369,31 @@ pub fn check_put_document(doc: &Map<String, Value>) -> Result<(), RequestError> 
 ///
 /// `current` is what the server holds (from a GET), or `None` for a full
 /// replacement. `updates` goes over it; a `null` in `updates` removes the
-/// field. The fields §2.2 forbids are removed, and so is `client_secret`
-/// unless `updates` sets it. `client_id` is kept from `current` when
-/// `updates` does not name it.
+/// field. The fields §2.2 forbids are removed. `client_id` is kept from
+/// `current` when `updates` does not name it, and so is `client_secret`:
+/// §2.2 allows it in the PUT (its example carries it), and a server treats an
+/// omitted field as null.
+///
+/// SEP-837: when `updates` gives `redirect_uris` that differ from the current
+/// ones (or, without `current`, gives any) and does not name
+/// `application_type`, `application_type` is derived again from the new URIs.
 pub fn merge_for_put(
     current: Option<&Map<String, Value>>,
     updates: &Map<String, Value>,
 ) -> Map<String, Value> {
     let mut doc = current.cloned().unwrap_or_default();
-    let caller_set_secret = updates.get("client_secret").is_some_and(has_value);
+    let new_redirect_uris = updates.get("redirect_uris").filter(|uris| {
+        has_value(uris) && current.and_then(|c| c.get("redirect_uris")) != Some(uris)
+    });
+    let rederive = new_redirect_uris.is_some() && !updates.contains_key("application_type");
     for (name, value) in updates {
         doc.insert(name.clone(), value.clone());
     }
     drop_empty(&mut doc);
     doc.retain(|name, _| !field(name).is_some_and(|f| f.forbidden_in_put));
-    if !caller_set_secret {
-        doc.remove("client_secret");
+    if rederive {
+        let derived = derived_application_type(&doc);
+        doc.insert("application_type".into(), Value::from(derived));
     }
     if let Some(Value::String(id)) = current.and_then(|c| c.get("client_id")) {
         doc.entry("client_id")
@@ -359,7 +405,14 @@ pub fn merge_for_put(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::CLIENT_POLICY;
     use serde_json::json;
+
+    /// RFC 7591 §2's own defaults, as a server without extra policy applies them.
+    const RFC_ONLY: Policy = Policy {
+        token_endpoint_auth_method: RFC_TOKEN_ENDPOINT_AUTH_METHOD,
+        derive_application_type: false,
+    };
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
@@ -419,7 +472,7 @@ mod tests {
         let mut doc = obj(
             json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["client_credentials"]}),
         );
-        apply_registration_defaults(&mut doc);
+        apply_registration_defaults(&mut doc, &CLIENT_POLICY);
         assert_eq!(doc["grant_types"], json!(["client_credentials"]));
         assert_eq!(doc["response_types"], json!(["code"]));
         assert_eq!(doc["token_endpoint_auth_method"], json!("none"));
@@ -427,12 +480,47 @@ mod tests {
 
         let mut doc =
             obj(json!({"redirect_uris": ["http://localhost/cb"], "application_type": "web"}));
-        apply_registration_defaults(&mut doc);
+        apply_registration_defaults(&mut doc, &CLIENT_POLICY);
         assert_eq!(
             doc["application_type"],
             json!("web"),
             "the caller's value wins"
         );
+    }
+
+    #[test]
+    fn rfc7591_2_defaults_without_the_clients_policy() {
+        let mut doc = obj(json!({"redirect_uris": ["http://127.0.0.1/cb"]}));
+        apply_registration_defaults(&mut doc, &RFC_ONLY);
+        assert_eq!(
+            doc["token_endpoint_auth_method"],
+            json!("client_secret_basic")
+        );
+        assert_eq!(doc["grant_types"], json!(["authorization_code"]));
+        assert!(
+            !doc.contains_key("application_type"),
+            "SEP-837 is the client's duty"
+        );
+    }
+
+    #[test]
+    fn rfc7591_2_jwks_and_jwks_uri_are_exclusive() {
+        let doc = obj(json!({"jwks": {"keys": []}, "jwks_uri": "https://a.example/jwks"}));
+        assert!(matches!(check_document(&doc, Purpose::Register),
+            Err(RequestError::InvalidField { field, message })
+                if field == "jwks" && message.contains("jwks_uri")));
+        let doc = obj(json!({"jwks": {"keys": []}, "jwks_uri": null}));
+        assert!(
+            check_document(&doc, Purpose::Register).is_ok(),
+            "null is not sent"
+        );
+    }
+
+    #[test]
+    fn rfc7591_2_servers_ignore_unknown_metadata() {
+        let mut doc = obj(json!({"client_name": "x", "vendor": 1, "client_id": "c"}));
+        retain_client_metadata(&mut doc);
+        assert_eq!(Value::Object(doc), json!({"client_name": "x"}));
     }
 
     #[test]
@@ -517,16 +605,62 @@ mod tests {
             Value::Object(put),
             json!({
                 "client_id": "c1",
+                "client_secret": "s",
                 "client_name": "New",
                 "redirect_uris": ["https://a.example/cb"],
                 "vendor_field": 1
-            })
+            }),
+            "RFC 7592 §2.2: the PUT carries the secret the read returned"
         );
-        let put = merge_for_put(Some(&current), &obj(json!({"client_secret": "s"})));
+        let put = merge_for_put(Some(&current), &obj(json!({"client_secret": null})));
+        assert!(!put.contains_key("client_secret"), "nil removes it");
+    }
+
+    #[test]
+    fn sep837_application_type_follows_new_redirect_uris_on_update() {
+        let current = obj(json!({
+            "client_id": "c1",
+            "redirect_uris": ["http://127.0.0.1:9/cb"],
+            "application_type": "native"
+        }));
+        let put = merge_for_put(
+            Some(&current),
+            &obj(json!({"redirect_uris": ["https://app.example/cb"]})),
+        );
+        assert_eq!(put["application_type"], json!("web"));
+
+        let put = merge_for_put(
+            Some(&current),
+            &obj(
+                json!({"redirect_uris": ["https://app.example/cb"], "application_type": "native"}),
+            ),
+        );
         assert_eq!(
-            put["client_secret"],
-            json!("s"),
-            "kept when the caller sets it"
+            put["application_type"],
+            json!("native"),
+            "the caller's value wins"
+        );
+
+        let mut explicit = current.clone();
+        explicit.insert("application_type".into(), json!("web"));
+        let put = merge_for_put(
+            Some(&explicit),
+            &obj(json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": "x"})),
+        );
+        assert_eq!(
+            put["application_type"],
+            json!("web"),
+            "unchanged URIs: kept"
+        );
+
+        let put = merge_for_put(
+            None,
+            &obj(json!({"client_id": "c1", "redirect_uris": ["com.example.app:/cb"]})),
+        );
+        assert_eq!(
+            put["application_type"],
+            json!("native"),
+            "replace mode derives too"
         );
     }
 
@@ -534,15 +668,18 @@ mod tests {
     fn rfc7591_2_redirect_grants_need_redirect_uris() {
         // The default grant type is authorization_code.
         let mut doc = obj(json!({"client_name": "x"}));
-        let err = prepare_client_metadata(&mut doc).unwrap_err();
+        let err = prepare_client_metadata(&mut doc, &CLIENT_POLICY).unwrap_err();
         assert!(matches!(&err, RequestError::InvalidField { field, message }
             if field == "redirect_uris" && message.contains("authorization_code")));
 
         let mut doc = obj(json!({"grant_types": ["implicit"], "redirect_uris": []}));
-        assert!(prepare_client_metadata(&mut doc).is_err(), "[] is no value");
+        assert!(
+            prepare_client_metadata(&mut doc, &CLIENT_POLICY).is_err(),
+            "[] is no value"
+        );
 
         let mut doc = obj(json!({"grant_types": ["client_credentials"]}));
-        prepare_client_metadata(&mut doc).unwrap();
+        prepare_client_metadata(&mut doc, &CLIENT_POLICY).unwrap();
         assert_eq!(doc["application_type"], json!("web"));
         assert_eq!(doc["response_types"], json!(["code"]));
     }
@@ -554,7 +691,7 @@ mod tests {
             "logo_uri": null,
             "redirect_uris": ["http://127.0.0.1:9/cb"]
         }));
-        prepare_client_metadata(&mut doc).unwrap();
+        prepare_client_metadata(&mut doc, &CLIENT_POLICY).unwrap();
         assert_eq!(
             Value::Object(doc),
             json!({
@@ -568,13 +705,13 @@ mod tests {
         );
         let mut doc = obj(json!({"redirect_uris": ["javascript:x"]}));
         assert_eq!(
-            prepare_client_metadata(&mut doc),
+            prepare_client_metadata(&mut doc, &CLIENT_POLICY),
             Err(RequestError::InvalidRedirectUris(vec![
                 "javascript:x".into()
             ]))
         );
         let mut doc = obj(json!({"client_secret": "s", "redirect_uris": ["https://a.example/cb"]}));
-        assert!(matches!(prepare_client_metadata(&mut doc),
+        assert!(matches!(prepare_client_metadata(&mut doc, &CLIENT_POLICY),
             Err(RequestError::InvalidField { field, .. }) if field == "client_secret"));
     }
 

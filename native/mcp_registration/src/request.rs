@@ -8,6 +8,16 @@ use crate::error::RequestError;
 use crate::metadata::{self, Purpose, EXTRA, REGISTRATION_ENDPOINT, REQUIRED_FOR_REGISTRATION};
 use crate::uri::{self, EndpointProblem};
 
+/// The client's policy for what a registration request leaves out: a
+/// public client (`token_endpoint_auth_method: "none"`, the usual MCP client
+/// with PKCE), and `application_type` derived from the redirect URIs, which
+/// SEP-837 requires MCP clients to send. The embedded server does not share
+/// it: it applies the RFC's defaults.
+pub const CLIENT_POLICY: metadata::Policy = metadata::Policy {
+    token_endpoint_auth_method: "none",
+    derive_application_type: true,
+};
+
 /// A checked RFC 7591 §3.1 registration request.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -34,7 +44,7 @@ pub fn registration(mut request: Map<String, Value>) -> Result<Registration, Req
     // The same checks and defaults the embedded server applies to what it
     // receives. `redirect_uris` is required above, so the grant-type rule
     // inside never fires here.
-    metadata::prepare_client_metadata(&mut metadata)?;
+    metadata::prepare_client_metadata(&mut metadata, &CLIENT_POLICY)?;
     let endpoint = endpoint_url(REGISTRATION_ENDPOINT, &endpoint)?;
     Ok(Registration { endpoint, metadata })
 }

@@ -8,6 +8,12 @@ use crate::metadata;
 
 /// A client information response, exactly as the server sent it, minus
 /// `null` members (a JSON `null` counts as absent).
+///
+/// Only `client_id` is required to be usable. A known field of an unexpected
+/// type (`client_id_issued_at: 1.5`, `redirect_uris: "x"`) does not make the
+/// answer fail: the server has already created or changed the client, and
+/// refusing its answer would throw away the credentials in it. Such a member
+/// is reported under `extra`, with its raw value, instead of under its name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientInformation {
     pub document: Map<String, Value>,
@@ -21,16 +27,31 @@ impl ClientInformation {
             .unwrap_or_default()
     }
 
-    /// The members that are not known fields: they go under `extra`.
+    /// The value of a known field, when it has the field's documented type.
+    pub fn known(&self, name: &str) -> Option<&Value> {
+        let field = metadata::field(name)?;
+        self.document
+            .get(name)
+            .filter(|value| metadata::check_type(field, value).is_ok())
+    }
+
+    /// The known field as a string, when it is one.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.known(name).and_then(Value::as_str)
+    }
+
+    /// The members that are not known fields, and the known fields whose
+    /// value has an unexpected type: they go under `extra`, raw.
     pub fn extra(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.document
             .iter()
-            .filter(|(k, _)| metadata::field(k).is_none())
+            .filter(|(k, v)| metadata::field(k).is_none_or(|f| metadata::check_type(f, v).is_err()))
     }
 }
 
-/// Parses a success body. It must be a JSON object with a string `client_id`,
-/// and every known field must have its documented type.
+/// Parses a success body. It must be a JSON object with a non-empty string
+/// `client_id`; every other member is kept whatever its type (see
+/// [`ClientInformation`]).
 pub fn client_information(body: &[u8]) -> Result<ClientInformation, Error> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| Error::JsonDecode(e.to_string()))?;
@@ -52,12 +73,6 @@ pub fn client_information(body: &[u8]) -> Result<ClientInformation, Error> {
             return Err(Error::InvalidResponse(
                 "the response has no client_id".into(),
             ))
-        }
-    }
-    for (name, value) in &document {
-        if let Some(field) = metadata::field(name) {
-            metadata::check_type(field, value)
-                .map_err(|message| Error::InvalidResponse(format!("{name} {message}")))?;
         }
     }
     Ok(ClientInformation { document })
@@ -133,10 +148,30 @@ mod tests {
             client_information(b"{"),
             Err(Error::JsonDecode(_))
         ));
-        assert!(matches!(
-            client_information(br#"{"client_id":"a","client_secret_expires_at":"0"}"#),
-            Err(Error::InvalidResponse(m)) if m.starts_with("client_secret_expires_at")
-        ));
+    }
+
+    #[test]
+    fn rfc7591_3_2_1_ill_typed_optional_members_never_cost_the_client() {
+        let info = client_information(
+            br#"{"client_id":"a","client_id_issued_at":1.5,"client_secret_expires_at":"0",
+                 "redirect_uris":"x","client_secret":"s","registration_access_token":7}"#,
+        )
+        .expect("a usable client_id is enough");
+        assert_eq!(info.client_id(), "a");
+        assert_eq!(info.text("client_secret"), Some("s"));
+        assert_eq!(info.known("client_id_issued_at"), None);
+        assert_eq!(info.text("registration_access_token"), None);
+        let mut extra: Vec<_> = info.extra().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        extra.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(
+            extra,
+            [
+                ("client_id_issued_at", json!(1.5)),
+                ("client_secret_expires_at", json!("0")),
+                ("redirect_uris", json!("x")),
+                ("registration_access_token", json!(7)),
+            ]
+        );
     }
 
     #[test]

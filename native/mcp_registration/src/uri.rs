@@ -17,6 +17,7 @@ pub enum RedirectUriProblem {
     DangerousScheme,
     HttpNotLoopback,
     MissingHost,
+    NotReverseDomainScheme,
 }
 
 impl RedirectUriProblem {
@@ -27,6 +28,9 @@ impl RedirectUriProblem {
             Self::DangerousScheme => "uses a forbidden scheme (javascript, data, vbscript or file)",
             Self::HttpNotLoopback => "uses http on a host that is not loopback; use https",
             Self::MissingHost => "has no host",
+            Self::NotReverseDomainScheme => {
+                "uses a private-use scheme that is not a reverse domain name such as com.example.app (RFC 8252 §7.1)"
+            }
         }
     }
 }
@@ -59,6 +63,21 @@ pub fn check_redirect_uri(raw: &str) -> Result<(), RedirectUriProblem> {
         "http" if is_loopback_url(&url) => Ok(()),
         "http" => Err(RedirectUriProblem::HttpNotLoopback),
         _ => Ok(()),
+    }
+}
+
+/// RFC 8252 §7.1: a private-use scheme is "based on a domain name under
+/// their control, expressed in reverse order", so it holds a period
+/// (`com.example.app:/cb`, not `myapp:/cb`). http(s) URIs pass. The embedded
+/// server enforces this; the client leaves the judgement to the server it
+/// registers with, since MCP clients in use register schemes such as
+/// `cursor://`.
+pub fn check_native_scheme(raw: &str) -> Result<(), RedirectUriProblem> {
+    match Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
+        Ok(url) if url.scheme().contains('.') => Ok(()),
+        Ok(_) => Err(RedirectUriProblem::NotReverseDomainScheme),
+        Err(_) => Err(RedirectUriProblem::NotAbsolute),
     }
 }
 
@@ -150,6 +169,21 @@ mod tests {
         ] {
             assert_eq!(check_redirect_uri(bad), Err(why), "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc8252_7_1_private_use_schemes_are_reverse_domain_names() {
+        for ok in [
+            "com.example.app:/oauth2redirect",
+            "https://app.example.com/cb",
+            "http://127.0.0.1:53123/cb",
+        ] {
+            assert_eq!(check_native_scheme(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check_native_scheme("myapp://callback"),
+            Err(RedirectUriProblem::NotReverseDomainScheme)
+        );
     }
 
     #[test]

@@ -191,19 +191,31 @@ async fn register_read_update_delete_cycle() {
         created.str("registration_client_uri"),
         format!("{}/register/{client_id}", server.base_url())
     );
-    // Public client: no secret. Metadata echoed, defaults applied.
-    assert!(created.body.get("client_secret").is_none());
-    assert!(created.body.get("client_secret_expires_at").is_none());
+    // RFC 7591 §2: no token_endpoint_auth_method means client_secret_basic,
+    // so a secret is issued. Metadata echoed, RFC defaults applied, unknown
+    // metadata ignored, and no application_type invented (SEP-837 is the
+    // client's duty).
+    assert_eq!(
+        created.body["token_endpoint_auth_method"],
+        json!("client_secret_basic")
+    );
+    let secret = created.str("client_secret").to_owned();
+    assert!(secret.len() >= 43);
+    assert_eq!(created.body["client_secret_expires_at"], json!(0));
     assert_eq!(created.body["client_name"], json!("Café 日本"));
-    assert_eq!(created.body["vendor_extension"], json!({"a": 1}));
+    assert!(
+        created.body.get("vendor_extension").is_none(),
+        "RFC 7591 §2: unknown metadata is ignored, not echoed"
+    );
     assert_eq!(created.body["grant_types"], json!(["authorization_code"]));
     assert_eq!(created.body["response_types"], json!(["code"]));
-    assert_eq!(created.body["token_endpoint_auth_method"], json!("none"));
-    assert_eq!(
-        created.body["application_type"],
-        json!("native"),
-        "SEP-837: a loopback redirect"
-    );
+    assert!(created.body.get("application_type").is_none());
+    assert!(!server
+        .store()
+        .lookup(&client_id)
+        .unwrap()
+        .document
+        .contains_key("vendor_extension"));
     let path = path_of(&created);
 
     let read = http.send(Method::GET, &path, Some(&token), None).await;
@@ -230,8 +242,14 @@ async fn register_read_update_delete_cycle() {
         updated.body.get("logo_uri").is_none(),
         "omitted fields are removed"
     );
-    assert!(updated.body.get("vendor_extension").is_none());
-    assert_eq!(updated.body["application_type"], json!("web"));
+    assert!(updated.body.get("application_type").is_none());
+    // RFC 7592 §2.2: the omitted auth method resets to the RFC default, which
+    // keeps the client confidential, with the same secret.
+    assert_eq!(
+        updated.body["token_endpoint_auth_method"],
+        json!("client_secret_basic")
+    );
+    assert_eq!(updated.str("client_secret"), secret);
     assert_eq!(
         updated.str("registration_access_token"),
         token,
@@ -506,6 +524,16 @@ async fn bad_registrations_are_400_with_rfc7591_codes() {
             "not supported",
         ),
         (json!([1, 2]), "invalid_client_metadata", "JSON object"),
+        (
+            json!({"redirect_uris": ["https://a.example/cb"], "jwks": {"keys": []}, "jwks_uri": "https://a.example/jwks"}),
+            "invalid_client_metadata",
+            "jwks must not be sent together with jwks_uri (RFC 7591 §2)",
+        ),
+        (
+            json!({"redirect_uris": ["myapp://callback"]}),
+            "invalid_redirect_uri",
+            "not a reverse domain name",
+        ),
     ];
     for (body, error, description) in cases {
         let answer = http.register(body.clone()).await;
@@ -564,6 +592,50 @@ async fn bad_registrations_are_400_with_rfc7591_codes() {
         .await;
     assert_eq!(with_charset.status, StatusCode::CREATED);
     assert_eq!(server.store().count(), 2);
+}
+
+/// RFC 8252 §7: what a native client may register as a redirect URI here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc8252_native_redirect_uris_are_accepted() {
+    let server = start(ServerConfig::default());
+    let http = Http::new(&server);
+    for uri in [
+        "http://127.0.0.1:53123/cb",
+        "http://[::1]:8080/cb",
+        "http://localhost:3000/callback",
+        "com.example.app:/oauth2redirect",
+        "https://app.example.com/claimed",
+    ] {
+        let answer = http.register(json!({"redirect_uris": [uri]})).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{uri}: {}", answer.body);
+    }
+}
+
+/// RFC 7592 §2.2: an omitted field is reset to its default, and the default
+/// `token_endpoint_auth_method` is RFC 7591 §2's `client_secret_basic`: a
+/// public client whose PUT omits it becomes confidential, and its new secret
+/// is in the answer. Only an explicit `none` makes a client public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7592_2_2_an_omitted_auth_method_resets_to_the_rfc_default() {
+    let server = start(ServerConfig::default());
+    let http = Http::new(&server);
+    let mut metadata = public_client();
+    metadata["token_endpoint_auth_method"] = json!("none");
+    let created = http.register(metadata).await;
+    assert!(created.body.get("client_secret").is_none());
+    let token = created.str("registration_access_token");
+    let put =
+        json!({"client_id": created.str("client_id"), "redirect_uris": ["http://127.0.0.1:1/cb"]});
+    let updated = http
+        .send(Method::PUT, &path_of(&created), Some(token), Some(put))
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(
+        updated.body["token_endpoint_auth_method"],
+        json!("client_secret_basic")
+    );
+    assert!(updated.str("client_secret").len() >= 43);
+    assert_eq!(updated.body["client_secret_expires_at"], json!(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

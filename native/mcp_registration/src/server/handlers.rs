@@ -4,8 +4,27 @@
 //! What a client sends is checked and completed by
 //! [`metadata::prepare_client_metadata`], the same function the client runs
 //! before sending, so both sides apply one set of rules. This module adds
-//! only the server's own policy: which authentication methods, grant types
-//! and response types it supports.
+//! only the server's own policy, which is the RFCs' rather than the client
+//! library's ([`SERVER_POLICY`]):
+//!
+//! - an omitted `token_endpoint_auth_method` is `client_secret_basic`
+//!   (RFC 7591 §2), and every method but `none` gets a client secret;
+//! - metadata the server does not know is ignored: neither stored nor echoed
+//!   (RFC 7591 §2, §3.1);
+//! - `application_type` is stored only when sent (deriving it is the MCP
+//!   client's duty, SEP-837);
+//! - a private-use redirect URI scheme must be a reverse domain name with a
+//!   period, `com.example.app:/cb` (RFC 8252 §7.1); loopback redirects are
+//!   http on an IP literal or `localhost` with any port (§7.3; `localhost`
+//!   is NOT RECOMMENDED by §8.3 but accepted, as MCP clients use it); claimed
+//!   https URLs (§7.2) are accepted;
+//! - a PUT replaces the registration (RFC 7592 §2.2): an omitted field is
+//!   reset to its default, so an omitted `token_endpoint_auth_method` is
+//!   `client_secret_basic` again and a confidential client keeps its secret.
+//!   Only a PUT that sends `token_endpoint_auth_method: "none"` makes a
+//!   client public, and its secret is then dropped;
+//! - which authentication methods, grant types and response types it
+//!   supports.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -33,6 +52,12 @@ pub type HttpResponse = Response<Full<Bytes>>;
 
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 pub const REGISTER_PATH: &str = "/register";
+
+/// The server's defaults: RFC 7591 §2's, nothing of the client library's.
+pub const SERVER_POLICY: metadata::Policy = metadata::Policy {
+    token_endpoint_auth_method: metadata::RFC_TOKEN_ENDPOINT_AUTH_METHOD,
+    derive_application_type: false,
+};
 
 /// `token_endpoint_auth_method` values this server accepts; every one but
 /// `none` gets a client secret.
@@ -369,7 +394,25 @@ fn authorized(app: &App, parts: &Parts, client_id: &str) -> Result<Arc<ClientRec
 
 /// The shared metadata rules, then this server's policy.
 fn checked_metadata(doc: &mut Map<String, Value>) -> Result<(), Reject> {
-    metadata::prepare_client_metadata(doc).map_err(metadata_error)?;
+    metadata::prepare_client_metadata(doc, &SERVER_POLICY).map_err(metadata_error)?;
+    metadata::retain_client_metadata(doc);
+    if let Some(Value::Array(uris)) = doc.get("redirect_uris") {
+        let problems: Vec<String> = uris
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|u| match uri::check_native_scheme(u) {
+                Err(problem) => Some(format!("{u:?} {}", problem.describe())),
+                Ok(()) => None,
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Reject::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_redirect_uri",
+                format!("invalid redirect_uris: {}", problems.join("; ")),
+            ));
+        }
+    }
     supported(
         doc,
         "token_endpoint_auth_method",

@@ -11,7 +11,8 @@
 //!
 //! What clients send is checked and completed by
 //! [`crate::metadata::prepare_client_metadata`], the very function the
-//! client side runs before sending.
+//! client side runs before sending, with the RFCs' defaults as this server's
+//! policy instead of the client's (see `handlers.rs`).
 //!
 //! The server runs on the caller's tokio runtime: [`start`] inside a runtime,
 //! or [`start_on`] with a runtime handle from anywhere (it binds the socket
