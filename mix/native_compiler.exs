@@ -61,7 +61,7 @@ defmodule Mix.Tasks.Compile.ExMcpNative do
     cargo = cargo!()
     Mix.shell().info("Compiling NIF crate #{@crate} (cargo build --release)")
 
-    args = ["build", "--release", "--locked", "-p", @crate]
+    args = ["build", "--release", "--locked", "-p", @crate] ++ features()
 
     case System.cmd(cargo, args, cd: @root, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
       {_, 0} ->
@@ -73,6 +73,12 @@ defmodule Mix.Tasks.Compile.ExMcpNative do
         The cargo output above says why. ExMCP.Authorization.ClientRegistration cannot work without it.
         """)
     end
+  end
+
+  # The test suite drives races through hooks compiled only into test builds
+  # (native/ex_mcp_nif/src/test_hooks.rs).
+  defp features do
+    if Mix.env() == :test, do: ["--features", "test-hooks"], else: []
   end
 
   defp cargo! do

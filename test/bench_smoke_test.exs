@@ -30,7 +30,8 @@ defmodule ExMCP.Authorization.BenchSmokeTest do
           "NIF call on the scheduler",
           "ticking every 1 ms",
           "Memory (BEAM total / OS RSS)",
-          "## Worst cases: bounded scheduler time"
+          "## Worst cases: bounded scheduler time",
+          "## Cancellation and deadlines"
         ] do
       assert report =~ section
     end

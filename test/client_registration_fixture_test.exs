@@ -4,6 +4,10 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
   # caller gets back, and what the server received.
   use ExUnit.Case, async: true
 
+  # The iex> examples of the docs (the moduledoc's own example needs a real
+  # authorization server, so it is a plain code block, not an iex> example).
+  doctest ExMCP.Authorization.ClientRegistration
+
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
@@ -160,8 +164,9 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
     test "a success answer that is not JSON is a json_decode_error" do
       server = FixtureServer.start!(always(json(200, ~s({"client_id": "abc",))))
 
+      # The message says where the JSON broke off (serde_json's wording).
       assert {:error, {:json_decode_error, message}} = CR.register_client(registration_request(server))
-      assert is_binary(message) and message != ""
+      assert message =~ ~r/EOF while parsing .* at line 1 column \d+/
     end
 
     test "a success answer that is a JSON array is an invalid response" do
@@ -669,40 +674,110 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
   end
 
   describe "format_error/1" do
-    test "turns every reason shape of the moduledoc into one sentence" do
-      reasons = [
-        {:missing_required_fields, [:registration_endpoint, :client_name]},
-        :redirect_uris_must_be_list,
-        {:invalid_redirect_uris, ["javascript:alert(1)", "/relative"]},
-        :https_required,
-        {:invalid_field, :scope, "must be a string"},
-        {:invalid_field, "x_unknown", "is not a known client metadata field"},
-        {:registration_error, 400, %{"error" => "invalid_redirect_uri", "error_description" => "bad"}},
-        {:registration_error, 400, %{"error" => "invalid_client_metadata"}},
-        {:registration_error, 403, %{}},
-        {:http_error, 500, "<html>oops</html>"},
-        {:http_error, 502, ""},
-        {:http_error, 302, "moved"},
-        {:invalid_response, "the response has no client_id"},
-        {:json_decode_error, "expected value at line 1 column 1"},
-        {:request_failed, :timeout},
-        {:request_failed, {:connect, "connection refused"}},
-        {:request_failed, {:tls, "invalid peer certificate"}},
-        {:request_failed, {:body_too_large, 1_048_576}},
-        {:request_failed, {:connection, "connection closed before message completed"}},
-        {:request_failed, {:cacertfile, "/nope.pem: No such file or directory"}},
-        {:request_failed, {:panic, "boom"}}
-      ]
+    # Each reason with the details its sentence must carry: a sentence that
+    # lost its status, error code, description, field, URIs or limit would
+    # leave the reader unable to act on it.
+    @reasons [
+      {{:missing_required_fields, [:registration_endpoint, :client_name]},
+       ["missing required fields", "registration_endpoint, client_name"]},
+      {:redirect_uris_must_be_list, ["redirect_uris", "must be a list"]},
+      {{:invalid_redirect_uris, ["javascript:alert(1)", "/relative"]},
+       ["redirect URIs", "javascript:alert(1), /relative"]},
+      {:https_required, ["https", "localhost, 127.0.0.0/8 or [::1]"]},
+      {{:invalid_field, :scope, "must be a string"}, ["scope must be a string"]},
+      {{:invalid_field, "x_unknown", "is not a known client metadata field"},
+       ["x_unknown is not a known client metadata field"]},
+      {{:registration_error, 400, %{"error" => "invalid_redirect_uri", "error_description" => "bad uri"}},
+       ["refused", "HTTP 400", "invalid_redirect_uri", "bad uri"]},
+      {{:registration_error, 400, %{"error" => "invalid_client_metadata"}},
+       ["refused", "HTTP 400", "invalid_client_metadata"]},
+      {{:registration_error, 403, %{}}, ["refused", "HTTP 403"]},
+      {{:http_error, 500, "<html>oops</html>"}, ["HTTP 500", "not a JSON object", "17 bytes"]},
+      {{:http_error, 502, ""}, ["HTTP 502"]},
+      {{:http_error, 302, "moved"}, ["redirect", "HTTP 302", "not followed"]},
+      {{:invalid_response, "the response has no client_id"},
+       ["not valid client information", "no client_id"]},
+      {{:json_decode_error, "expected value at line 1 column 1"},
+       ["not valid JSON", "expected value at line 1 column 1"]},
+      {{:request_failed, :timeout}, ["timed out"]},
+      {{:request_failed, {:connect, "connection refused"}}, ["connect", "connection refused"]},
+      {{:request_failed, {:tls, "invalid peer certificate"}}, ["TLS", "invalid peer certificate"]},
+      {{:request_failed, {:body_too_large, 1_048_576}}, ["1048576-byte limit", ":max_response_bytes"]},
+      {{:request_failed, {:connection, "connection closed before message completed"}},
+       ["connection failed", "connection closed before message completed"]},
+      {{:request_failed, {:cacertfile, "/nope.pem: No such file or directory"}},
+       [":cacertfile", "/nope.pem: No such file or directory"]},
+      {{:request_failed, {:proxy, "the proxy requires authentication (HTTP 407)"}},
+       ["proxy", "the proxy requires authentication (HTTP 407)"]},
+      {{:request_failed, {:panic, "boom"}}, ["internal error", "boom"]},
+      # RFC 7592 §2.1: the inner reason's details, and what to do with the
+      # new credentials (never the credentials themselves).
+      {{:credentials_rotated, %ExMCP.Authorization.RotatedCredentials{client: %{client_id: "c1"}},
+        {:registration_error, 400,
+         %{"error" => "invalid_client_metadata", "error_description" => "bad scope"}}},
+       ["HTTP 400", "invalid_client_metadata", "bad scope", "new registration access token", "store them"]},
+      # Discovery (RFC 9728, RFC 8414) and obtain_client/3.
+      {{:discovery_failed, "https://as.example/.well-known/oauth-authorization-server",
+        {:http_error, 503, "down"}},
+       ["https://as.example/.well-known/oauth-authorization-server", "HTTP 503"]},
+      {{:invalid_metadata, "https://mcp.example/.well-known/oauth-protected-resource", "resource is missing"},
+       ["https://mcp.example/.well-known/oauth-protected-resource", "resource is missing"]},
+      {{:resource_mismatch, "https://other.example/mcp", "https://mcp.example/mcp"},
+       ["https://other.example/mcp", "https://mcp.example/mcp"]},
+      {{:issuer_mismatch, "https://as.example", "https://evil.example"},
+       ["https://as.example", "https://evil.example", "RFC 8414"]},
+      {{:authorization_server_metadata_not_found, "https://as.example/t",
+        ["https://as.example/.well-known/oauth-authorization-server/t"]},
+       ["https://as.example/t", "https://as.example/.well-known/oauth-authorization-server/t"]},
+      {{:url_refused, "https://10.0.0.1/", "10.0.0.1 is a private address"},
+       ["https://10.0.0.1/", "private address"]},
+      {{:invalid_www_authenticate, "unbalanced quote"}, ["WWW-Authenticate", "unbalanced quote"]},
+      {{:no_registration_path, ["dynamic registration: no registration_endpoint"]},
+       ["no way to obtain a client", "no registration_endpoint"]}
+    ]
 
-      for reason <- reasons do
+    test "every reason becomes one sentence that carries its details" do
+      for {reason, details} <- @reasons do
         sentence = CR.format_error(reason)
-        assert is_binary(sentence) and String.valid?(sentence), inspect(reason)
-        assert String.length(sentence) > 10, inspect(reason)
+        assert String.valid?(sentence), inspect(reason)
         refute sentence =~ "\n", inspect(reason)
+
+        for detail <- details do
+          assert String.contains?(sentence, detail),
+                 "format_error(#{inspect(reason)}) = #{inspect(sentence)} lacks #{inspect(detail)}"
+        end
       end
 
-      assert CR.format_error({:http_error, 302, "moved"}) =~ "redirect"
       assert CR.format_error({:request_failed, :timeout}) == "the request timed out"
+    end
+
+    test "the test above covers every reason the moduledoc lists" do
+      {:docs_v1, _, _, _, %{"en" => moduledoc}, _, _} = Code.fetch_docs(CR)
+      [_, errors] = String.split(moduledoc, "## Errors", parts: 2)
+
+      # First column of the reasons table: `{:tag, ...}` or `:tag`.
+      documented = MapSet.new(Regex.scan(~r/^\| `\{?:(\w+)/m, errors, capture: :all_but_first), &hd/1)
+      # The transport reasons are listed in the :request_failed row.
+      [request_failed_row] = Regex.run(~r/^\| `\{:request_failed.*$/m, errors)
+
+      transport =
+        MapSet.new(Regex.scan(~r/`\{?:(\w+)/, request_failed_row, capture: :all_but_first), &hd/1)
+        |> MapSet.delete("request_failed")
+
+      tag = fn
+        {tag, _} -> tag
+        {tag, _, _} -> tag
+        tag when is_atom(tag) -> tag
+      end
+
+      covered = MapSet.new(@reasons, fn {reason, _} -> to_string(tag.(reason)) end)
+
+      covered_transport = MapSet.new(for {{:request_failed, sub}, _} <- @reasons, do: to_string(tag.(sub)))
+
+      assert MapSet.size(documented) >= 10
+      assert MapSet.difference(documented, covered) == MapSet.new()
+      assert MapSet.size(transport) >= 7
+      assert MapSet.difference(transport, covered_transport) == MapSet.new()
     end
 
     test "formats the reasons the client actually returns" do

@@ -91,6 +91,35 @@ defmodule ExMCP.Authorization.MixTasksTest do
     assert %{"client_name" => "Embedded", "application_type" => "native"} = decode!(stdout)
   end
 
+  test "mcp.register --server discovers from the MCP URL, then registers" do
+    server =
+      start_supervised!(
+        {RegistrationServer, port: 0, protected_resource: [resource: "/mcp", scopes_supported: ["mcp:read"]]},
+        id: :prm
+      )
+
+    mcp_url = RegistrationServer.resource_url(server)
+
+    {stdout, stderr} = run_task("mcp.register", ["--server", mcp_url, "--name", "Discovered"])
+    printed = decode!(stdout)
+
+    assert stderr =~
+             "Protected resource metadata: #{RegistrationServer.url(server)}/.well-known/oauth-protected-resource/mcp"
+
+    assert stderr =~
+             "Obtained client #{printed["client_id"]} from #{RegistrationServer.url(server)} by dynamic registration"
+
+    assert %{"registration_method" => "dynamic", "client_name" => "Discovered", "scope" => "mcp:read"} =
+             printed
+
+    assert printed["issuer"] == RegistrationServer.url(server)
+
+    error =
+      assert_raise Mix.Error, fn -> run_task("mcp.register", ["--server", "http://mcp.example.com/mcp"]) end
+
+    assert error.message =~ "must use https"
+  end
+
   test "errors are printed with format_error/1 and fail the task" do
     error =
       assert_raise Mix.Error, fn ->
@@ -234,18 +263,28 @@ defmodule ExMCP.Authorization.MixTasksTest do
     {stdout, _} = run_task("mcp.demo", [])
 
     for step <- [
-          "1. register_client",
-          "2. get_client_information",
-          "3. update_client_information",
-          "4. delete_client"
+          "0. The MCP server without a token\n   HTTP 401\n   WWW-Authenticate: Bearer resource_metadata=",
+          "1. discover (RFC 9728 resource metadata, then RFC 8414)",
+          "client_id_metadata_document_supported: true",
+          "2. obtain_client through a Client ID Metadata Document",
+          "registration_method: :client_id_metadata_document",
+          "3. obtain_client through dynamic registration (RFC 7591 §3)",
+          "registration_method: :dynamic",
+          "4. get_client_information",
+          "5. update_client_information",
+          "6. delete_client"
         ] do
       assert stdout =~ step
     end
 
+    # The embedded server fetched the demo's document and approved it.
+    assert stdout =~
+             ~r{/authorize and answered HTTP 302\n   → http://localhost:8080/callback\?code=[^&]+&state=demo-state&iss=}
+
     assert stdout =~ "the server rotated the registration access token: true"
 
     assert stdout =~
-             "5. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
+             "7. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
 
     assert stdout =~ "Clients left on the server: 0"
   end

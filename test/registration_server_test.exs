@@ -95,7 +95,9 @@ defmodule ExMCP.Authorization.RegistrationServerTest do
           extra: %{"vendor_field" => %{"a" => 1}}
         })
 
-      assert is_binary(client.client_id)
+      # 16 random bytes, base64url without padding, and the server stored it.
+      assert client.client_id =~ ~r/^[A-Za-z0-9_-]{22}$/
+      assert {:ok, %{client_name: "Café 日本"}} = RegistrationServer.lookup(server, client.client_id)
       assert client.client_id_issued_at >= before
 
       assert client.registration_client_uri ==

@@ -12,14 +12,15 @@ defmodule ExMCP.Hardening.CancellationTest do
   alias ExMCP.Authorization.Native
   alias ExMCP.Test.FixtureServer
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.HardeningReport, only: [report: 2]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
 
-  defp report(label, value) do
-    if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
-  end
+  # How late past its deadline a call may end: the same slack, for the same
+  # reason, as in ExMCP.Hardening.FaultMatrixTest.
+  @slack 250
 
   defp now, do: System.monotonic_time(:millisecond)
 
@@ -56,7 +57,7 @@ defmodule ExMCP.Hardening.CancellationTest do
     :ok
   end
 
-  test "a caller killed mid-request: the connection closes within 1 s and in_flight returns to 0" do
+  test "a caller killed mid-request: the connection closes within 100 ms and in_flight returns to 0" do
     server = FixtureServer.start!(fn _ -> :hang end)
     request = registration_request(server)
 
@@ -73,7 +74,10 @@ defmodule ExMCP.Hardening.CancellationTest do
     %{at: closed_at} = FixtureServer.await_event(server, &(&1.type == :conn_down), 1_000)
     in_flight_ms = eventually(fn -> Native.in_flight() == 0 end, 1_000)
 
-    assert closed_at - killed_at < 1_000
+    # The close takes about 0.1 ms (the benchmark's "Cancellation and
+    # deadlines" section measures it); 100 ms leaves room for a loaded
+    # shared machine while still far below the call's own 30 s deadline.
+    assert closed_at - killed_at < 100
     report("kill -> fixture saw the connection close (ms)", closed_at - killed_at)
     report("kill -> in_flight back to 0 (ms, measured after the close)", in_flight_ms)
     assert Process.info(self(), :messages) == {:messages, []}
@@ -89,7 +93,7 @@ defmodule ExMCP.Hardening.CancellationTest do
                {:error, {:request_failed, :timeout}}
 
       elapsed = now() - started
-      assert elapsed >= 300 and elapsed < 1_000
+      assert elapsed >= 300 and elapsed < 300 + @slack
       assert Process.info(self(), :messages) == {:messages, []}
       assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
 
@@ -114,7 +118,7 @@ defmodule ExMCP.Hardening.CancellationTest do
       assert Native.call(&Native.register(request, native_options(10_000), &1), 300) ==
                {:error, {:request_failed, :timeout}}
 
-      assert now() - started < 1_000
+      assert now() - started < 300 + @slack
       assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
 
       event = FixtureServer.await_event(server, &(&1.type in [:mark, :write_failed]), 2_000)
@@ -123,7 +127,7 @@ defmodule ExMCP.Hardening.CancellationTest do
       assert Process.info(self(), :messages) == {:messages, []}
     end
 
-    test "the await gives up on a hanging server: the connection closes within 1 s" do
+    test "the await gives up on a hanging server: the connection closes within 100 ms" do
       server = FixtureServer.start!(fn _ -> :hang end)
       request = registration_request(server)
 
@@ -134,13 +138,14 @@ defmodule ExMCP.Hardening.CancellationTest do
 
       assert FixtureServer.await_idle(server, 1_000) == :ok
       %{at: closed_at} = FixtureServer.await_event(server, &(&1.type == :conn_down), 1_000)
+      assert closed_at - gave_up_at < 100
       assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
       assert Process.info(self(), :messages) == {:messages, []}
       report("cancel -> fixture saw the connection close (ms)", closed_at - gave_up_at)
     end
   end
 
-  test "1,000 callers killed at random moments leave no task, process or port behind" do
+  test "1,000 callers killed at random moments: every call they leave behind is aborted" do
     # Warm up everything a call and a fixture may start once.
     warm_up = FixtureServer.start!(fn _ -> @ok end)
     assert {:ok, _} = CR.register_client(registration_request(warm_up))
@@ -148,11 +153,22 @@ defmodule ExMCP.Hardening.CancellationTest do
     FixtureServer.stop(warm_up)
     eventually(fn -> Native.in_flight() == 0 end)
 
-    processes = :erlang.system_info(:process_count)
-    ports = length(:erlang.ports())
-    before = MapSet.new(Process.list())
+    # Compared as sets, not counts: a process or port of an earlier test
+    # that ends meanwhile must not hide a new one, nor fail the test.
+    processes = MapSet.new(Process.list())
+    ports = MapSet.new(:erlang.ports())
 
-    server = FixtureServer.start!(fn _ -> [{:delay, :rand.uniform(20) - 1}, @ok] end)
+    # Half the requests are held until their connection closes: only the
+    # abort on the caller's death can end those calls (their own deadline is
+    # 30 s away). The other half are answered, and the connection closed, so
+    # that no idle keep-alive connection stays open either.
+    answer = {:respond, 201, [{"connection", "close"} | @json], ~s({"client_id":"abc"})}
+
+    server =
+      FixtureServer.start!(fn _ ->
+        if :rand.uniform(2) == 1, do: [{:mark, :held}, :hang], else: [{:delay, :rand.uniform(20) - 1}, answer]
+      end)
+
     request = registration_request(server)
 
     outcomes =
@@ -161,7 +177,7 @@ defmodule ExMCP.Hardening.CancellationTest do
           callers =
             for _ <- 1..100 do
               {pid, monitor} =
-                spawn_monitor(fn -> {:ok, _} = CR.register_client(request, timeout: 10_000) end)
+                spawn_monitor(fn -> {:ok, _} = CR.register_client(request, timeout: 30_000) end)
 
               Process.send_after(self(), {:kill, pid}, :rand.uniform(30) - 1)
               {pid, monitor}
@@ -169,6 +185,13 @@ defmodule ExMCP.Hardening.CancellationTest do
 
           collect(Map.new(callers), length(callers), acc)
       end
+
+    # Every held request's connection was closed by the client, well before
+    # the calls' own 30 s deadline.
+    assert FixtureServer.await_idle(server, 5_000) == :ok
+    held = Enum.count(FixtureServer.events(server), &(&1.type == :mark and &1.detail == :held))
+    assert held > 0
+    report("1,000 callers: requests held until their caller died", held)
 
     report("1,000 callers: outcomes", outcomes)
     assert outcomes.killed + outcomes.finished == 1_000
@@ -181,25 +204,27 @@ defmodule ExMCP.Hardening.CancellationTest do
 
     FixtureServer.stop(server)
 
+    new_processes = fn -> MapSet.difference(MapSet.new(Process.list()), processes) end
+    new_ports = fn -> MapSet.difference(MapSet.new(:erlang.ports()), ports) end
+
     settle_ms =
       try do
-        eventually(fn -> :erlang.system_info(:process_count) == processes end, 2_000)
+        eventually(fn -> MapSet.size(new_processes.()) == 0 end, 2_000)
       rescue
         error in ExUnit.AssertionError ->
-          now = MapSet.new(Process.list())
           describe = &Enum.map(&1, fn pid -> {pid, Process.info(pid, [:initial_call, :current_function])} end)
-
-          flunk(
-            "#{error.message}: new processes #{inspect(describe.(MapSet.difference(now, before)))}, " <>
-              "gone #{inspect(MapSet.to_list(MapSet.difference(before, now)))}"
-          )
+          flunk("#{error.message}: new processes #{inspect(describe.(new_processes.()))}")
       end
 
-    eventually(fn -> length(:erlang.ports()) == ports end, 2_000)
+    try do
+      eventually(fn -> MapSet.size(new_ports.()) == 0 end, 2_000)
+    rescue
+      error in ExUnit.AssertionError ->
+        describe = &Enum.map(&1, fn port -> {port, Port.info(port, :name)} end)
+        flunk("#{error.message}: new ports #{inspect(describe.(new_ports.()))}")
+    end
 
-    report("1,000 callers: process count before/after", {processes, :erlang.system_info(:process_count)})
-    report("1,000 callers: port count before/after", {ports, length(:erlang.ports())})
-    report("1,000 callers: ms for the process count to settle after the fixture stopped", settle_ms)
+    report("1,000 callers: ms until no new process was left after the fixture stopped", settle_ms)
     assert Process.info(self(), :messages) == {:messages, []}
   end
 
@@ -226,6 +251,46 @@ defmodule ExMCP.Hardening.CancellationTest do
     after
       10_000 -> flunk("callers did not all end: #{map_size(callers)} left, #{pending_kills} kills pending")
     end
+  end
+
+  test "a reply committed just as the wait gives up still reaches the caller, and only once" do
+    # The cancel-versus-deliver race of pending.rs, forced: the NIF commits
+    # the delivery, tells us :delivery_held, and sends the reply only after
+    # our cancel has lost to it. The wait (0 ms) has timed out by then, so
+    # Native.call must see :delivered and wait for the reply instead of
+    # reporting a timeout and leaving the reply to land in the mailbox.
+    server = FixtureServer.start!(fn _ -> @ok end)
+    request = registration_request(server)
+    assert Native.hold_next_delivery() == :ok
+
+    start = fn ref ->
+      started = Native.register(request, native_options(10_000), ref)
+      assert_receive :delivery_held, 5_000
+      started
+    end
+
+    assert {:ok, %{client_id: "abc"}} = Native.call(start, 0)
+    assert Process.info(self(), :messages) == {:messages, []}
+    assert eventually(fn -> Native.in_flight() == 0 end, 1_000)
+    assert Process.info(self(), :messages) == {:messages, []}
+  end
+
+  test "refused requests never start work on tokio" do
+    # Not async: no other test can start a call meanwhile, so the count of
+    # calls ever spawned (a test hook) must not move.
+    before = Native.calls_started()
+    assert {:error, {:missing_required_fields, _}} = CR.register_client(%{})
+    assert {:error, :https_required} = CR.get_client_information("http://auth.example.com/r", "t")
+
+    assert {:error, {:invalid_redirect_uris, ["javascript:x"]}} =
+             CR.update_client_information("https://127.0.0.1:1/reg/1", "t", %{redirect_uris: ["javascript:x"]})
+
+    assert Native.calls_started() == before
+
+    # The counter does count: one accepted call moves it by one.
+    server = FixtureServer.start!(fn _ -> @ok end)
+    assert {:ok, _} = CR.register_client(registration_request(server))
+    assert Native.calls_started() == before + 1
   end
 
   test "a panic in the request path is {:panic, _}, and the next call works" do

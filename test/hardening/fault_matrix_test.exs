@@ -9,7 +9,8 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.HardeningReport, only: [report: 2]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
@@ -27,9 +28,13 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
                 scope: ""
               }}
 
-  # Slack for a loaded two-core machine: a call must end within its deadline
-  # plus this.
-  @slack 700
+  # A call must end within its deadline plus this, and a refusal within this.
+  # Loose on purpose: the suite runs on a shared two-core machine (load
+  # average 11 when measured), where the worst of 5 runs of this module was
+  # 84 ms past the deadline (typically 1-2 ms) and 83 ms for a refusal
+  # (typically 0-2 ms). The precise figures are in the benchmark's
+  # "Cancellation and deadlines" section.
+  @slack 250
 
   # Runs a call, checks the mailbox is clean right after it, returns
   # {result, elapsed_ms}.
@@ -43,10 +48,6 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
 
   defp register(server, opts \\ []),
     do: timed(fn -> CR.register_client(registration_request(server), opts) end)
-
-  defp report(label, value) do
-    if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
-  end
 
   defp headers_only(status, headers) do
     ["HTTP/1.1 #{status} Status\r\n", Enum.map(headers, fn {n, v} -> [n, ": ", v, "\r\n"] end), "\r\n"]
@@ -299,6 +300,21 @@ defmodule ExMCP.Hardening.FaultMatrixTest do
       assert sent < 10 * 1024 * 1024
       assert FixtureServer.await_idle(server, 2_000) == :ok
       report("10 MB with content-length: elapsed ms, bytes the fixture wrote", {elapsed, sent})
+    end
+
+    test "a 10 MB Content-Length followed by silence is refused from the headers, not at the deadline" do
+      # The body never comes: a client that reads it until the cap would wait
+      # for the 5 s deadline and report :timeout. Only the up-front check of
+      # Content-Length gives body_too_large here.
+      header = headers_only(201, [{"content-length", Integer.to_string(10 * 1024 * 1024)}])
+      server = FixtureServer.start!(fn _ -> [{:raw, header}, :hang] end)
+
+      {result, elapsed} = register(server, max_response_bytes: 65_536, timeout: 5_000)
+
+      assert result == {:error, {:request_failed, {:body_too_large, 65_536}}}
+      assert elapsed < @slack
+      assert FixtureServer.await_idle(server, 2_000) == :ok
+      report("10 MB content-length then silence: elapsed ms", elapsed)
     end
 
     test "a 10 MB body without Content-Length is cut off once past the limit" do

@@ -11,14 +11,11 @@ defmodule ExMCP.Hardening.HostileDataTest do
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.HardeningReport, only: [report: 2]
   alias ExMCP.Test.JSON
 
   @json [{"content-type", "application/json"}]
-
-  defp report(label, value) do
-    if System.get_env("HARDENING_REPORT"), do: IO.puts("[hardening] #{label}: #{inspect(value)}")
-  end
 
   describe "atoms" do
     defp random_name, do: "m_" <> Base.encode32(:crypto.strong_rand_bytes(10), case: :lower, padding: false)

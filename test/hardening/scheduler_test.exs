@@ -248,6 +248,23 @@ defmodule ExMCP.Hardening.SchedulerTest do
     end
   end
 
+  describe "client_metadata_document/3" do
+    # draft-ietf-oauth-client-id-metadata-document-00 §4.1: the document is
+    # built from the caller's metadata map, as large as a request map.
+    test "a large metadata map is converted off the normal schedulers" do
+      metadata = %{client_name: "Large", redirect_uris: ["http://127.0.0.1/cb"], extra: largest_extra()}
+      url = "https://app.example.com/oauth/client.json"
+
+      result =
+        bounded("client_metadata_document, 49,000 extra members", fn ->
+          CR.client_metadata_document(url, metadata)
+        end)
+
+      assert {:ok, %{"client_id" => ^url} = document} = result
+      assert map_size(document) > 49_000
+    end
+  end
+
   describe "json_decode and json_encode (the Mix tasks' credential files)" do
     test "run off the normal schedulers" do
       document = Map.new(1..49_000, &{"k#{&1}", &1})

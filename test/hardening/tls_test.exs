@@ -7,56 +7,32 @@ defmodule ExMCP.Hardening.TLSTest do
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Authorization.Native
-  alias ExMCP.Test.FixtureServer
+  alias ExMCP.Test.{Certificates, FixtureServer}
 
-  import ExMCP.Test.FixtureServer, only: [registration_request: 1, registration_request: 2]
+  import ExMCP.Test.FixtureServer, only: [registration_request: 1]
+  import ExMCP.Test.Certificates, only: [openssl!: 2]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "ex_mcp_hardening_tls_#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
+    dir = Certificates.tmp_dir!("ex_mcp_hardening_tls")
     on_exit(fn -> File.rm_rf!(dir) end)
     {:ok, certificates(dir)}
   end
 
   # -- Certificates --------------------------------------------------------------
 
-  defp openssl!(dir, args) do
-    case System.cmd("openssl", args, cd: dir, stderr_to_stdout: true) do
-      {_output, 0} -> :ok
-      {output, status} -> flunk("openssl #{Enum.join(args, " ")} exited with #{status}:\n#{output}")
-    end
-  end
-
-  @ec ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
   defp certificates(dir) do
-    openssl!(
-      dir,
-      ["req", "-x509"] ++
-        @ec ++
-        ~w(-keyout ca.key -out ca.pem -days 3650 -subj /CN=ExMCP-Hardening-CA
-           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign)
+    # A CA, and good.pem: its certificate for 127.0.0.1/localhost.
+    Certificates.loopback!(dir)
+
+    File.write!(
+      Path.join(dir, "wrong.ext"),
+      Certificates.server_extensions("DNS:wrong.example.com")
     )
 
-    openssl!(dir, ["req"] ++ @ec ++ ~w(-keyout server.key -out server.csr -subj /CN=127.0.0.1))
-
-    leaf = "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    File.write!(Path.join(dir, "good.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n" <> leaf)
-    File.write!(Path.join(dir, "wrong.ext"), "subjectAltName=DNS:wrong.example.com\n" <> leaf)
-
-    sign = fn out, serial, ext ->
-      openssl!(
-        dir,
-        ~w(x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 30 -set_serial) ++
-          [serial, "-out", out, "-extfile", ext]
-      )
-    end
-
-    sign.("good.pem", "2", "good.ext")
-    sign.("wrong.pem", "3", "wrong.ext")
+    Certificates.sign!(dir, "wrong.pem", "3", "wrong.ext")
 
     # `openssl x509` cannot back-date; `openssl ca` can set both dates.
     File.write!(Path.join(dir, "index.txt"), "")
@@ -84,7 +60,7 @@ defmodule ExMCP.Hardening.TLSTest do
     openssl!(
       dir,
       ["req", "-x509"] ++
-        @ec ++
+        Certificates.ec_key_args() ++
         ~w(-keyout self.key -out self.pem -days 30 -subj /CN=127.0.0.1
            -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
     )
@@ -92,7 +68,7 @@ defmodule ExMCP.Hardening.TLSTest do
     openssl!(
       dir,
       ["req", "-x509"] ++
-        @ec ++
+        Certificates.ec_key_args() ++
         ~w(-keyout other.key -out other.pem -days 30 -subj /CN=127.0.0.1
            -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
     )

@@ -155,7 +155,8 @@ defmodule ExMCP.Integration.McpSdkTest do
                  "client_secret_basic",
                  "client_secret_post"
                ],
-               "code_challenge_methods_supported" => ["S256"]
+               "code_challenge_methods_supported" => ["S256"],
+               "authorization_response_iss_parameter_supported" => true
              }
     end
 

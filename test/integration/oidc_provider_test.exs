@@ -75,7 +75,7 @@ defmodule ExMCP.Integration.OidcProviderTest do
       assert {:error, {:request_failed, {:connect, message}}} =
                ClientRegistration.register_client(request(server))
 
-      assert is_binary(message)
+      assert message =~ "Connection refused"
     end
   end
 
@@ -87,10 +87,11 @@ defmodule ExMCP.Integration.OidcProviderTest do
     test "registers a client with a Unicode name and every metadata field intact", %{server: server} do
       client = register!(server)
 
-      assert is_binary(client.client_id) and client.client_id != ""
-      assert is_binary(client.registration_access_token) and client.registration_access_token != ""
+      # URL-safe, since it ends the registration client URI.
+      assert client.client_id =~ ~r/^[A-Za-z0-9_-]+$/
+      assert byte_size(client.registration_access_token) >= 32
       assert client.registration_client_uri == "#{server.registration_endpoint}/#{client.client_id}"
-      assert is_integer(client.client_id_issued_at)
+      assert_in_delta client.client_id_issued_at, System.system_time(:second), 60
 
       assert Map.drop(client, [
                :client_id,
@@ -355,7 +356,7 @@ defmodule ExMCP.Integration.OidcProviderTest do
                ClientRegistration.update_client_information(uri, old_token, %{client_name: "Rotated"})
 
       new_token = updated.registration_access_token
-      assert is_binary(new_token) and new_token != ""
+      assert byte_size(new_token) >= 32
       assert new_token != old_token
       assert updated.registration_client_uri == uri
       assert updated.client_name == "Rotated"
@@ -373,6 +374,111 @@ defmodule ExMCP.Integration.OidcProviderTest do
       assert again.registration_access_token not in [old_token, new_token]
       assert {:error, @invalid_token} = ClientRegistration.get_client_information(uri, new_token)
       assert {:ok, ^again} = ClientRegistration.get_client_information(uri, again.registration_access_token)
+    end
+  end
+
+  describe "a confidential client (client_secret_basic)" do
+    setup do
+      %{server: start_provider()}
+    end
+
+    test "RFC 7591 §3.2.1: gets a secret that never expires, keeps it, and the secret authenticates the client",
+         %{server: server} do
+      request =
+        Map.merge(request(server), %{
+          token_endpoint_auth_method: "client_secret_basic",
+          grant_types: ["authorization_code", "client_credentials"]
+        })
+
+      assert {:ok, client} = ClientRegistration.register_client(request)
+      assert client.token_endpoint_auth_method == "client_secret_basic"
+      assert client.grant_types == ["authorization_code", "client_credentials"]
+      secret = client.client_secret
+      assert byte_size(secret) >= 32
+      # REQUIRED when a secret is issued; 0 means it never expires.
+      assert client.client_secret_expires_at == 0
+
+      # RFC 6749 §2.3.1: the secret works at the token endpoint, with HTTP Basic.
+      assert {200, %{"access_token" => _, "token_type" => "Bearer"}} =
+               client_credentials(server, client.client_id, secret)
+
+      assert {401, %{"error" => "invalid_client"}} =
+               client_credentials(server, client.client_id, secret <> "x")
+
+      uri = client.registration_client_uri
+      token = client.registration_access_token
+      assert {:ok, ^client} = ClientRegistration.get_client_information(uri, token)
+
+      # RFC 7592 §2.2: the merge update does not send the secret back, and the
+      # server keeps it; the client is still confidential.
+      assert {:ok, updated} =
+               ClientRegistration.update_client_information(uri, token, %{client_name: "Renamed"})
+
+      assert updated.client_name == "Renamed"
+      assert updated.client_secret == secret
+      assert updated.token_endpoint_auth_method == "client_secret_basic"
+      assert {200, _} = client_credentials(server, client.client_id, secret)
+
+      assert :ok = ClientRegistration.delete_client(uri, token)
+      assert {401, %{"error" => "invalid_client"}} = client_credentials(server, client.client_id, secret)
+    end
+  end
+
+  # A client credentials grant (RFC 6749 §4.4) at oidc-provider's token
+  # endpoint, authenticated with client_secret_basic: {status, decoded body}.
+  defp client_credentials(%{issuer: issuer}, client_id, secret) do
+    {:ok, _} = Application.ensure_all_started(:inets)
+    credentials = Base.encode64(URI.encode_www_form(client_id) <> ":" <> URI.encode_www_form(secret))
+    headers = [{~c"authorization", String.to_charlist("Basic " <> credentials)}]
+    body = "grant_type=client_credentials&scope=mcp%3Aread"
+    url = String.to_charlist(issuer <> "/token")
+
+    {:ok, {{_, status, _}, _headers, answer}} =
+      :httpc.request(:post, {url, headers, ~c"application/x-www-form-urlencoded", body}, [],
+        body_format: :binary
+      )
+
+    {:ok, decoded} = ExMCP.Authorization.Native.json_decode(answer)
+    {status, decoded}
+  end
+
+  describe "over TLS, with the CA given as :cacertfile" do
+    setup do
+      dir = ExMCP.Test.Certificates.tmp_dir!("ex_mcp_oidc_tls")
+      on_exit(fn -> File.rm_rf!(dir) end)
+      certs = ExMCP.Test.Certificates.loopback!(dir)
+
+      server =
+        start_provider(tls: [certfile: certs.server_cert, keyfile: certs.server_key, cacertfile: certs.ca])
+
+      %{server: server, ca: certs.ca}
+    end
+
+    test "the full RFC 7591 / RFC 7592 cycle against a real https server", %{server: server, ca: ca} do
+      assert "https://127.0.0.1:" <> _ = server.registration_endpoint
+
+      assert {:ok, client} = ClientRegistration.register_client(request(server), cacertfile: ca)
+      uri = client.registration_client_uri
+      token = client.registration_access_token
+      assert uri == "#{server.registration_endpoint}/#{client.client_id}"
+      assert client.client_name == @client_name
+
+      assert {:ok, ^client} = ClientRegistration.get_client_information(uri, token, cacertfile: ca)
+
+      assert {:ok, %{client_name: "Over TLS"}} =
+               ClientRegistration.update_client_information(uri, token, %{client_name: "Over TLS"},
+                 cacertfile: ca
+               )
+
+      assert :ok = ClientRegistration.delete_client(uri, token, cacertfile: ca)
+      assert {:error, @invalid_token} = ClientRegistration.get_client_information(uri, token, cacertfile: ca)
+    end
+
+    test "without the CA, the real server's certificate is refused (unknown issuer)", %{server: server} do
+      assert {:error, {:request_failed, {:tls, message}}} =
+               ClientRegistration.register_client(request(server))
+
+      assert message =~ "UnknownIssuer"
     end
   end
 end

@@ -1,14 +1,34 @@
 // A real RFC 7591/7592 authorization server for the Elixir integration tests
 // (test/integration/oidc_provider_test.exs, driven by ExMCP.Test.OidcProvider).
 //
-//   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate]
+//   node test/servers/oidc_provider.mjs [--initial-access-token TOKEN] [--rotate] [--issuer-path /PATH]
+//                                       [--client-id-metadata-documents] [--tls-cert FILE --tls-key FILE]
 //
-// Listens on 127.0.0.1 on a free port, with issuer http://127.0.0.1:<port>,
+// Listens on 127.0.0.1 on a free port, with issuer http(s)://127.0.0.1:<port>[/PATH],
 // dynamic registration (features.registration) and its management
-// (features.registrationManagement) enabled.
+// (features.registrationManagement) enabled, and the client credentials
+// grant (features.clientCredentials), with which a test can check that a
+// registered client_secret authenticates the client at the token endpoint.
 //
 //   --initial-access-token TOKEN  registration requires `Authorization: Bearer TOKEN`
 //   --rotate                      every update (PUT) rotates the registration access token
+//   --issuer-path /PATH           the issuer is http://127.0.0.1:<port>/PATH and the provider is
+//                                 mounted there: its OpenID discovery document is at
+//                                 /PATH/.well-known/openid-configuration, and every URL outside
+//                                 /PATH answers 404 (RFC 8414 §3.1 / OIDC Discovery §4 path cases)
+//   --client-id-metadata-documents  enables oidc-provider's Client ID Metadata Document support
+//                                 (features.clientIdMetadataDocument, draft-02): discovery says
+//                                 client_id_metadata_document_supported, and an https client_id
+//                                 is resolved by fetching its document. The tests serve that
+//                                 document from 127.0.0.1, which oidc-provider's SSRF protection
+//                                 (a dispatcher refusing special-use addresses) would refuse: in
+//                                 this mode its fetch drops that dispatcher. Trust the test CA with
+//                                 NODE_EXTRA_CA_CERTS.
+//   --tls-cert FILE, --tls-key FILE
+//                                 serve https with this PEM certificate and key; the issuer
+//                                 is then https://127.0.0.1:<port>. The script reads its own
+//                                 discovery document, so the certificate's CA must be
+//                                 trusted through NODE_EXTRA_CA_CERTS.
 //
 // Once listening it prints exactly one line of JSON to stdout:
 //
@@ -20,7 +40,9 @@
 //
 // Install the dependencies first: npm ci --prefix test/servers
 
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { parseArgs } from 'node:util';
 
 // stdout carries the one JSON line and nothing else. oidc-provider prints its
@@ -51,6 +73,10 @@ try {
     options: {
       'initial-access-token': { type: 'string' },
       rotate: { type: 'boolean', default: false },
+      'issuer-path': { type: 'string' },
+      'client-id-metadata-documents': { type: 'boolean', default: false },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -62,14 +88,30 @@ try {
 
 const { default: Provider } = await import('oidc-provider');
 
+if ((options['tls-cert'] === undefined) !== (options['tls-key'] === undefined)) {
+  console.error('oidc_provider.mjs: --tls-cert and --tls-key go together');
+  process.exit(2);
+}
+const tls = options['tls-cert'] !== undefined;
+
 // The issuer carries the port, so the port is bound before the provider is built.
-const server = http.createServer();
+const server = tls
+  ? https.createServer({
+      cert: readFileSync(options['tls-cert']),
+      key: readFileSync(options['tls-key']),
+    })
+  : http.createServer();
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(0, '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuerPath = (options['issuer-path'] ?? '').replace(/\/+$/, '');
+if (issuerPath !== '' && !/^\/[A-Za-z0-9._~\/-]+$/.test(issuerPath)) {
+  console.error(`oidc_provider.mjs: --issuer-path must be an absolute path, got ${issuerPath}`);
+  process.exit(2);
+}
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}${issuerPath}`;
 
 const registration = { enabled: true };
 if (options['initial-access-token'] !== undefined) {
@@ -77,24 +119,53 @@ if (options['initial-access-token'] !== undefined) {
   registration.initialAccessToken = options['initial-access-token'];
 }
 
+const cimd = options['client-id-metadata-documents'];
+
 const provider = new Provider(issuer, {
+  ...(cimd && {
+    fetch: (url, fetchOptions) => {
+      const { dispatcher: _ssrfGuard, ...rest } = fetchOptions;
+      return fetch(url, rest);
+    },
+  }),
   // oidc-provider rejects any registered `scope` value it does not list here.
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   // Recognised (and stored, and echoed back) besides RFC 7591's standard metadata.
   extraClientMetadata: { properties: ['software_id', 'software_version'] },
+  // A fixed lifetime for client credentials tokens (the default makes
+  // oidc-provider print a notice).
+  ttl: { ClientCredentials: 600 },
   features: {
+    clientCredentials: { enabled: true },
     registration,
     registrationManagement: {
       enabled: true,
       // oidc-provider's own default is true: set it explicitly either way.
       rotateRegistrationAccessToken: options.rotate,
     },
+    ...(cimd && { clientIdMetadataDocument: { enabled: true, ack: 'draft-02' } }),
   },
 });
 
 provider.on('server_error', (_ctx, error) => console.error('oidc-provider server_error:', error));
 
-server.on('request', provider.callback());
+const callback = provider.callback();
+if (issuerPath === '') {
+  server.on('request', callback);
+} else {
+  // Mounted under the issuer's path, the way Express's app.use(path, ...)
+  // mounts it: oidc-provider builds its URLs from originalUrl.
+  server.on('request', (req, res) => {
+    if (req.url === issuerPath || req.url.startsWith(`${issuerPath}/`) || req.url.startsWith(`${issuerPath}?`)) {
+      req.originalUrl = req.url;
+      req.url = req.url.slice(issuerPath.length) || '/';
+      callback(req, res);
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{"error":"not_found"}');
+    }
+  });
+}
 
 // Read the registration endpoint from the provider's own discovery document
 // rather than assuming its default path.

@@ -12,6 +12,18 @@ defmodule ExMCP.Test.OidcProvider do
     * `:initial_access_token` - registration then requires this bearer token
     * `:rotate` - when `true`, every update rotates the registration access token
       (default `false`)
+    * `:issuer_path` - e.g. `"/tenant/a"`: the issuer gets this path and the
+      provider is mounted under it (OpenID discovery at
+      `<issuer>/.well-known/openid-configuration`, 404 elsewhere)
+    * `:client_id_metadata_documents` - when `true`, oidc-provider's experimental
+      Client ID Metadata Document feature is on, and documents may be fetched
+      from loopback (development)
+    * `:extra_ca_certs` - a PEM file Node trusts besides its roots
+      (`NODE_EXTRA_CA_CERTS`), for a document host with a test CA
+    * `:tls` - `[certfile: pem, keyfile: pem, cacertfile: pem]`: serve https with
+      this certificate and key (the issuer and endpoints are then `https://`);
+      `cacertfile` is the CA that signed the certificate, which the script
+      trusts to read its own discovery document
     * `:startup_timeout` - milliseconds to wait for the server to listen (default `20_000`)
     * `:id` - the child spec id, to run several servers under one supervisor
 
@@ -60,7 +72,8 @@ defmodule ExMCP.Test.OidcProvider do
           :use_stdio,
           {:line, 65_536},
           {:cd, @servers_dir},
-          {:args, [@script | script_args(opts)]}
+          {:args, [@script | script_args(opts)]},
+          {:env, script_env(opts)}
         ])
 
       os_pid = port |> Port.info(:os_pid) |> elem(1)
@@ -123,7 +136,34 @@ defmodule ExMCP.Test.OidcProvider do
       end
 
     rotate_args = if Keyword.get(opts, :rotate, false), do: ["--rotate"], else: []
-    token_args ++ rotate_args
+
+    path_args =
+      case Keyword.get(opts, :issuer_path) do
+        nil -> []
+        path when is_binary(path) -> ["--issuer-path", path]
+      end
+
+    cimd_args =
+      if Keyword.get(opts, :client_id_metadata_documents, false),
+        do: ["--client-id-metadata-documents"],
+        else: []
+
+    tls_args =
+      case Keyword.get(opts, :tls) do
+        nil -> []
+        tls -> ["--tls-cert", Keyword.fetch!(tls, :certfile), "--tls-key", Keyword.fetch!(tls, :keyfile)]
+      end
+
+    token_args ++ rotate_args ++ path_args ++ cimd_args ++ tls_args
+  end
+
+  # Node reads extra trusted CAs from the environment, at start-up only, and
+  # from one file: :extra_ca_certs, else the :tls option's CA.
+  defp script_env(opts) do
+    case Keyword.get(opts, :extra_ca_certs) || get_in(opts, [:tls, :cacertfile]) do
+      nil -> []
+      path -> [{~c"NODE_EXTRA_CA_CERTS", String.to_charlist(path)}]
+    end
   end
 
   defp await_ready(port, partial, deadline) do

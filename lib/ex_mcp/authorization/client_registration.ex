@@ -101,6 +101,12 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `:proxy` | `nil` | `nil`: connect directly, ignoring `HTTP_PROXY` and friends. `"http://host:port"` or `"https://host:port"`, optionally with `user:password@` (sent as `Proxy-Authorization: Basic`, never shown in errors or logs): go through that proxy; https targets use a `CONNECT` tunnel. `:system`: the proxy named by the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` environment variables of the OS process, as they were when the VM started (`System.put_env/2` does not change them). |
   | `:initial_access_token` | `nil` | `register_client/2` only: sent as `Authorization: Bearer` (RFC 7591 §3). |
   | `:replace` | `false` | `update_client_information/4` only: send `updates` as the whole record instead of merging over the current one. |
+  | `:www_authenticate` | `nil` | `discover/2`, `obtain_client/3`: the `WWW-Authenticate` value (a string) or values (a list) of the MCP server's 401; their `Bearer` challenge's `resource_metadata` and `scope` are used. |
+  | `:resource_metadata_url` | `nil` | `discover/2`, `obtain_client/3`: fetch the RFC 9728 metadata here first. |
+  | `:issuer` | `nil` | `discover/2`, `obtain_client/3`: skip RFC 9728 and discover this authorization server. |
+  | `:allow_private_networks` | `false` | `discover/2`, `obtain_client/3`: let learned URLs reach private and other special addresses (see Discovery). |
+  | `:client_id`, `:client_secret`, `:token_endpoint_auth_method` | `nil` | `obtain_client/3`: a pre-registered client. |
+  | `:client_metadata_url` | `nil` | `obtain_client/3`: the URL of the client's Client ID Metadata Document. |
 
   Defaults of `:timeout`, `:connect_timeout`, `:max_response_bytes`,
   `:headers`, `:cacertfile` and `:proxy` can be set in the application
@@ -117,6 +123,70 @@ defmodule ExMCP.Authorization.ClientRegistration do
   The tokio worker count is read once, when the NIF loads:
   `config :ex_mcp_registration, runtime_worker_threads: 2` (default: 2, or 1
   on a one-core machine).
+
+  ## Discovery
+
+  `discover/2` starts from an MCP server's URL, as the MCP authorization
+  specification (2025-11-25) prescribes, and `obtain_client/3` gets a client
+  identity from what it found:
+
+      {:ok, discovery} = discover("https://mcp.example.com/mcp", www_authenticate: challenge)
+      {:ok, client} = obtain_client(discovery, %{client_name: "App", redirect_uris: [cb]})
+
+  The order:
+
+    1. Protected resource metadata (RFC 9728): the challenge's
+       `resource_metadata` URL (or `:resource_metadata_url`), then
+       `/.well-known/oauth-protected-resource/<path>`, then
+       `/.well-known/oauth-protected-resource`. Its `resource` must have the
+       server URL's origin, and the server URL's path must be its path or lie
+       below it; otherwise `{:resource_mismatch, resource, server_url}` and
+       nothing more is fetched. The first of `authorization_servers` is the
+       issuer.
+    2. Authorization server metadata. For an issuer with a path `/t`:
+       `/.well-known/oauth-authorization-server/t`,
+       `/.well-known/openid-configuration/t`,
+       `/t/.well-known/openid-configuration`. Without a path:
+       `/.well-known/oauth-authorization-server`, then
+       `/.well-known/openid-configuration`. The document's `issuer` must equal
+       the issuer (RFC 8414 §3.3), compared as parsed URLs. `:issuer` skips
+       step 1.
+    3. A 4xx moves on to the next URL; a 5xx, a redirect (never followed) or
+       a transport failure stops with `{:discovery_failed, url, reason}`.
+    4. 2025-03-26 compatibility: without resource metadata, the server URL's
+       origin is the authorization server's base URL, and its document's own
+       `issuer` is reported. Without metadata there either, the endpoints are
+       `/authorize`, `/token` and `/register` on that origin and
+       `authorization_server_metadata` is `:defaults`.
+
+  `scope` is the challenge's `scope`, else the resource metadata's
+  `scopes_supported` joined by spaces, else `nil`. See `t:discovery/0` for
+  the result; `resource` is the canonical resource URI to send with RFC 8707
+  requests (the metadata's `resource`, else the server URL without fragment).
+
+  Security, since discovery follows URLs that other servers chose:
+
+    * The server URL, `:resource_metadata_url` and `:issuer` are the
+      caller's: https, or http on a loopback host. URLs on the server URL's
+      origin are treated as the caller's.
+    * Every other URL (the challenge's `resource_metadata`,
+      `authorization_servers`, the registration endpoint `obtain_client/3`
+      uses) must be https; plain http is allowed only to a loopback host, and
+      only when the server URL is itself loopback.
+    * Such a URL whose host is, or resolves to, a loopback, private,
+      link-local, unique-local, CGNAT, unspecified, other special-purpose or
+      cloud-metadata address is refused with `{:url_refused, url, message}`,
+      unless `allow_private_networks: true` (loopback is allowed when the
+      server URL is loopback).
+    * The host name is resolved once by a resolver inside the HTTP client,
+      which keeps only the addresses that pass; the connection goes to one of
+      them, so no second DNS answer can redirect it. IP literals are checked
+      directly.
+    * Through a `:proxy`, which resolves names itself, a learned name is
+      resolved and checked before the request, then sent by name; the proxy
+      resolves it again, a window only the proxy's egress rules can close.
+    * Redirects are never followed, bodies are capped by
+      `:max_response_bytes`, and `:timeout` is one deadline over every fetch.
 
   ## Limits and scheduler time
 
@@ -135,9 +205,12 @@ defmodule ExMCP.Authorization.ClientRegistration do
       `{:error, {:invalid_field, field, "is too large: a request map holds at
       most 50000 values and 1048576 bytes of text"}}` and sends nothing.
     * A URI, a token and a `:cacertfile` path hold at most 64 KiB, and
-      `:headers` at most 100 entries and 64 KiB of names and values. A longer
-      URI or token is `{:error, {:invalid_field, field, "is longer than 65536
-      bytes"}}`; a longer option raises `ArgumentError`.
+      `:headers` at most 100 entries and 64 KiB of names and values
+      (`:www_authenticate`: 100 values of 64 KiB). A longer URI or token is
+      `{:error, {:invalid_field, field, "is longer than 65536 bytes"}}`; a
+      longer option raises `ArgumentError`.
+    * `client_metadata_document/3` takes a metadata map within the same
+      limits as a request map, converted on a dirty CPU scheduler.
     * Answers are never trimmed: nothing a server sent is dropped. An answer
       that is large once decoded (over 16 KiB as external term format, a few
       hundred members) is decoded on a dirty CPU scheduler. The caller waits
@@ -168,6 +241,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `{:invalid_response, message}` | A success answer without a usable `client_id` (a known field of another type does not fail: it goes under `:extra`), or a 2xx status the protocol does not use there (a 201 to a GET). |
   | `{:json_decode_error, message}` | A success answer that is not JSON. |
   | `{:request_failed, reason}` | The transport failed: `:timeout`, `{:connect, message}`, `{:tls, message}`, `{:body_too_large, limit}`, `{:connection, message}` (reset or closed mid-exchange; a GET, PUT or DELETE whose connection closed before any answer is sent once more first, a POST never), `{:cacertfile, message}`, `{:proxy, message}` (the proxy refused a `CONNECT` tunnel, or answered 407) or `{:panic, message}` (a bug, reported rather than crashing). |
+  | `{:discovery_failed, url, reason}` | Discovery stopped at `url`: a 5xx or a redirect (`{:http_error, status, body}`) or a transport failure (`{:request_failed, _}`). |
+  | `{:invalid_metadata, url, message}` | The document at `url` is not a JSON object, lacks RFC 9728's `resource` or `authorization_servers`, or a known member has the wrong type. |
+  | `{:resource_mismatch, resource, server_url}` | The protected resource metadata is for a resource that does not cover the server URL. |
+  | `{:issuer_mismatch, expected, found}` | The authorization server metadata names another issuer (RFC 8414 §3.3). |
+  | `{:authorization_server_metadata_not_found, issuer, urls}` | Every URL tried for `issuer` answered 4xx. |
+  | `{:url_refused, url, message}` | A learned URL is plain http or resolves to a refused address (see Discovery). |
+  | `{:invalid_www_authenticate, message}` | `:www_authenticate` is not a valid challenge list (RFC 9110 §11.6.1). |
+  | `{:no_registration_path, checked}` | `obtain_client/3` found no way to obtain a client; `checked` says why for each path. |
   | `{:credentials_rotated, %ExMCP.Authorization.RotatedCredentials{client: client}, reason}` | `update_client_information/4` only: its read returned a new `registration_access_token` (RFC 7592 §2.1), then the update failed for `reason` (any reason above, `{:request_failed, :timeout}` included). `client` is the read's answer with the new credentials: store it. |
 
   No reason, message or log line ever holds a client secret or a token. A
@@ -178,6 +259,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   `format_error/1` never shows them.
   """
 
+  alias ExMCP.Authorization.ClientRegistration.Discovery
   alias ExMCP.Authorization.{Native, RotatedCredentials}
 
   @app :ex_mcp_registration
@@ -256,7 +338,63 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:invalid_response, String.t()}
           | {:json_decode_error, String.t()}
           | {:request_failed, transport_reason()}
+          | {:discovery_failed, String.t(),
+             {:http_error, pos_integer(), binary()} | {:request_failed, transport_reason()}}
+          | {:invalid_metadata, String.t(), String.t()}
+          | {:resource_mismatch, String.t(), String.t()}
+          | {:issuer_mismatch, String.t(), String.t()}
+          | {:authorization_server_metadata_not_found, String.t(), [String.t()]}
+          | {:url_refused, String.t(), String.t()}
+          | {:invalid_www_authenticate, String.t()}
+          | {:no_registration_path, [String.t()]}
           | {:credentials_rotated, RotatedCredentials.t(), reason()}
+
+  @typedoc """
+  Authorization server metadata (RFC 8414 §2): every known member under its
+  atom (`nil` when absent), everything else under `:extra` with string keys.
+  """
+  @type authorization_server_metadata() :: %{
+          required(:issuer) => String.t() | nil,
+          required(:authorization_endpoint) => String.t() | nil,
+          required(:token_endpoint) => String.t() | nil,
+          required(:registration_endpoint) => String.t() | nil,
+          required(:jwks_uri) => String.t() | nil,
+          required(:revocation_endpoint) => String.t() | nil,
+          required(:introspection_endpoint) => String.t() | nil,
+          required(:userinfo_endpoint) => String.t() | nil,
+          required(:service_documentation) => String.t() | nil,
+          required(:scopes_supported) => [String.t()] | nil,
+          required(:response_types_supported) => [String.t()] | nil,
+          required(:response_modes_supported) => [String.t()] | nil,
+          required(:grant_types_supported) => [String.t()] | nil,
+          required(:token_endpoint_auth_methods_supported) => [String.t()] | nil,
+          required(:code_challenge_methods_supported) => [String.t()] | nil,
+          required(:client_id_metadata_document_supported) => boolean() | nil,
+          required(:extra) => %{optional(String.t()) => term()}
+        }
+
+  @typedoc "What `discover/2` found; see the moduledoc's Discovery section."
+  @type discovery() :: %{
+          required(:server_url) => String.t(),
+          required(:resource) => String.t(),
+          required(:resource_metadata) => %{optional(String.t()) => term()} | nil,
+          required(:resource_metadata_url) => String.t() | nil,
+          required(:issuer) => String.t(),
+          required(:authorization_server) => authorization_server_metadata(),
+          required(:authorization_server_metadata) => :discovered | :defaults,
+          required(:authorization_server_metadata_url) => String.t() | nil,
+          required(:scope) => String.t() | nil,
+          required(:allow_private_networks) => boolean()
+        }
+
+  @typedoc "A client from `obtain_client/3`: the client information plus how it was obtained."
+  @type obtained_client() :: %{
+          required(:client_id) => String.t(),
+          required(:issuer) => String.t() | nil,
+          required(:registration_method) => :pre_registered | :client_id_metadata_document | :dynamic,
+          required(:token_endpoint_auth_method) => String.t(),
+          optional(atom()) => term()
+        }
 
   @typedoc "Options; see the moduledoc's table."
   @type option() ::
@@ -268,6 +406,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:proxy, String.t() | :system | nil}
           | {:initial_access_token, String.t() | nil}
           | {:replace, boolean()}
+          | {:www_authenticate, String.t() | [String.t()]}
+          | {:resource_metadata_url, String.t() | nil}
+          | {:issuer, String.t() | nil}
+          | {:allow_private_networks, boolean()}
+          | {:client_id, String.t()}
+          | {:client_secret, String.t() | nil}
+          | {:token_endpoint_auth_method, String.t()}
+          | {:client_metadata_url, String.t()}
 
   # How much longer than `:timeout` an update waits for the native reply. The
   # native deadline fires at `:timeout` and its reply carries any rotated
@@ -414,6 +560,194 @@ defmodule ExMCP.Authorization.ClientRegistration do
     )
   end
 
+  @discover_options [:www_authenticate, :resource_metadata_url, :issuer, :allow_private_networks]
+  @obtain_options [
+    :client_id,
+    :client_secret,
+    :token_endpoint_auth_method,
+    :client_metadata_url,
+    :initial_access_token
+  ]
+
+  @doc """
+  Discovers the authorization server of an MCP server, starting from the MCP
+  server's URL: RFC 9728 protected resource metadata, then RFC 8414 or
+  OpenID Connect Discovery, in the MCP specification's order (2025-11-25).
+  See the moduledoc's Discovery section for the order, the checks and the
+  result.
+
+  Options: `:www_authenticate` (the `WWW-Authenticate` value or values of the
+  server's 401), `:resource_metadata_url`, `:issuer` (skips RFC 9728),
+  `:allow_private_networks`, and the common options. `:timeout` covers every
+  fetch.
+
+  ## Example
+
+      {:ok, discovery} =
+        discover("https://mcp.example.com/mcp",
+          www_authenticate: ~s(Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp")
+        )
+
+      discovery.issuer
+      #=> "https://auth.example.com"
+      discovery.authorization_server.registration_endpoint
+      #=> "https://auth.example.com/register"
+  """
+  @spec discover(String.t(), [option()]) :: {:ok, discovery()} | {:error, reason()}
+  def discover(server_url, opts \\ []) do
+    server_url = url_arg!(server_url, "server_url")
+    opts = options!(opts, @discover_options)
+    Discovery.discover(server_url, opts)
+  end
+
+  @doc """
+  Obtains a client identity for an authorization server, in the MCP
+  specification's priority (2025-11-25, "Client Registration Approaches"):
+
+    1. `:client_id` given (with `:client_secret` and
+       `:token_endpoint_auth_method` if any): a pre-registered client, no
+       network call.
+    2. `:client_metadata_url` given and the server's metadata has
+       `client_id_metadata_document_supported: true`: a Client ID Metadata
+       Document client. The `client_id` is that URL, there is no secret, and
+       `token_endpoint_auth_method` is `"none"`. Serve the document from
+       `client_metadata_document/3` at that URL.
+    3. The metadata has a `registration_endpoint`: RFC 7591 registration,
+       exactly as `register_client/2` does it. `scope` is the caller's, else
+       `discovery.scope`; `token_endpoint_auth_method` is the caller's, else
+       the first of `none`, `client_secret_basic`, `client_secret_post` that
+       the server lists in `token_endpoint_auth_methods_supported`, else
+       `client_secret_basic` (RFC 8414 §2's default). `:initial_access_token`
+       is sent as with `register_client/2`. The registration endpoint obeys
+       the same address rules as discovery.
+    4. Otherwise `{:error, {:no_registration_path, checked}}`, where `checked`
+       says, for each of the three paths, why it was not available.
+
+  `discovery_or_server_url` is a `t:discovery/0` or an MCP server URL; with a
+  URL, `discover/2` runs first (it takes the discovery options here too), and
+  `:timeout` covers discovery and registration together. A pre-registered
+  `:client_id` skips discovery altogether; its `:issuer` is then the
+  `:issuer` option, the discovery's, or `nil`.
+
+  `client_metadata` is a `t:registration_request/0` without
+  `:registration_endpoint`.
+
+  The result is a `t:client_information/0` plus `:issuer` (bind the
+  credentials to it: when the issuer changes, obtain a new client),
+  `:registration_method` (`:pre_registered`, `:client_id_metadata_document`
+  or `:dynamic`) and `:token_endpoint_auth_method`, always present.
+
+  ## Example
+
+      {:ok, client} =
+        obtain_client("https://mcp.example.com/mcp", %{
+          client_name: "My MCP Client",
+          redirect_uris: ["http://127.0.0.1:8080/callback"]
+        }, client_metadata_url: "https://app.example.com/oauth/client.json")
+
+      client.registration_method
+      #=> :client_id_metadata_document
+  """
+  @spec obtain_client(discovery() | String.t(), map(), [option()]) ::
+          {:ok, obtained_client()} | {:error, reason()}
+  def obtain_client(discovery_or_server_url, client_metadata, opts \\ []) do
+    target =
+      case discovery_or_server_url do
+        %{server_url: url, issuer: _, authorization_server: %{}} = discovery when is_binary(url) ->
+          discovery
+
+        url when is_binary(url) ->
+          url_arg!(url, "server_url")
+
+        other ->
+          raise ArgumentError,
+                "obtain_client/3 needs a discovery map from discover/2 or a server URL, got: #{type_name(other)}"
+      end
+
+    client_metadata = request_map!(client_metadata, "client metadata")
+
+    if Map.has_key?(client_metadata, :registration_endpoint) or
+         Map.has_key?(client_metadata, "registration_endpoint") do
+      raise ArgumentError,
+            "client metadata must not hold :registration_endpoint; obtain_client/3 takes it from discovery"
+    end
+
+    opts = options!(opts, @discover_options ++ @obtain_options)
+    Discovery.obtain_client(target, client_metadata, opts)
+  end
+
+  @doc """
+  Builds the Client ID Metadata Document a client serves at `url`, its
+  `client_id` (draft-ietf-oauth-client-id-metadata-document-00).
+
+  An authorization server that advertises
+  `client_id_metadata_document_supported: true` fetches this document when
+  the client presents `url` as its `client_id`, instead of a registration.
+  Serve the returned map as JSON (`application/json`) at `url`.
+
+  `client_metadata` is a `t:registration_request/0` without
+  `:registration_endpoint` (`:client_name` and `:redirect_uris` required). It
+  is checked and completed by the same rules as a registration (field types,
+  redirect URIs, `grant_types`, `response_types`, derived `application_type`),
+  and:
+
+    * `url` must be https with a path other than `/`, no `.`/`..` segment, no
+      fragment, no user name or password, written in normalized form (§3);
+    * the document's `"client_id"` is `url` (a `:client_id` you pass must
+      equal it) (§4.1);
+    * there is no secret: `:client_secret` is refused, and so is a
+      shared-secret `:token_endpoint_auth_method` (`client_secret_basic`,
+      `client_secret_post`, `client_secret_jwt`); it defaults to `"none"`
+      (§4.1).
+
+  Option `allow_loopback_http: true` (default `false`) accepts an
+  `http://` URL on a loopback host (`localhost`, `127.0.0.0/8`, `[::1]`), for
+  local development against a server that allows loopback documents, such as
+  `ExMCP.Authorization.RegistrationServer` with
+  `client_id_metadata_documents: [allow_loopback: true]`.
+
+  No network call is made. Errors are the reasons of `register_client/2`,
+  such as `{:invalid_field, :client_id, message}` or
+  `{:invalid_field, :token_endpoint_auth_method, message}`.
+
+  ## Example
+
+      {:ok, document} =
+        client_metadata_document("https://app.example.com/oauth/client.json", %{
+          client_name: "My MCP Client",
+          redirect_uris: ["http://127.0.0.1:8080/callback"]
+        })
+
+      document["client_id"]
+      #=> "https://app.example.com/oauth/client.json"
+      document["token_endpoint_auth_method"]
+      #=> "none"
+  """
+  @spec client_metadata_document(String.t(), map(), [{:allow_loopback_http, boolean()}]) ::
+          {:ok, %{optional(String.t()) => term()}} | {:error, reason()}
+  def client_metadata_document(url, client_metadata, opts \\ []) do
+    client_metadata = request_map!(client_metadata, "client metadata")
+
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "options must be a keyword list, got: #{type_name(opts)}"
+    end
+
+    allow_loopback_http =
+      Enum.reduce(opts, false, fn
+        {:allow_loopback_http, flag}, _ when is_boolean(flag) ->
+          flag
+
+        {:allow_loopback_http, other}, _ ->
+          raise ArgumentError, "option :allow_loopback_http must be a boolean, got: #{inspect(other)}"
+
+        {key, _}, _ ->
+          raise ArgumentError,
+                "unknown option #{inspect(key)}; client_metadata_document/3 accepts :allow_loopback_http"
+      end)
+
+    Native.client_metadata_document(url, client_metadata, allow_loopback_http)
+  end
+
   @doc """
   Turns any error reason of this module into one human sentence. It never
   contains a secret or a token.
@@ -422,6 +756,14 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
       iex> ExMCP.Authorization.ClientRegistration.format_error({:missing_required_fields, [:client_name]})
       "the registration request is missing required fields: client_name"
+
+      iex> ExMCP.Authorization.ClientRegistration.format_error(
+      ...>   {:registration_error, 400, %{"error" => "invalid_redirect_uri", "error_description" => "no fragments"}}
+      ...> )
+      "the authorization server refused the request (HTTP 400): invalid_redirect_uri: no fragments"
+
+      iex> ExMCP.Authorization.ClientRegistration.format_error({:request_failed, {:body_too_large, 65_536}})
+      "the server's answer was larger than the 65536-byte limit (option :max_response_bytes)"
   """
   @spec format_error(reason() | term()) :: String.t()
   def format_error({:missing_required_fields, fields}),
@@ -487,6 +829,31 @@ defmodule ExMCP.Authorization.ClientRegistration do
       format_error(reason) <>
         " (before that, the server issued a new registration access token: the new credentials " <>
         "are in this error's RotatedCredentials, store them; the old token no longer works)"
+
+  def format_error({:discovery_failed, url, reason}),
+    do: "discovery stopped at #{url}: #{format_error(reason)}"
+
+  def format_error({:invalid_metadata, url, message}),
+    do: "the metadata document at #{url} is not usable: #{message}"
+
+  def format_error({:resource_mismatch, resource, server_url}),
+    do:
+      "the protected resource metadata is for #{resource}, which does not cover #{server_url} " <>
+        "(same origin and path prefix required)"
+
+  def format_error({:issuer_mismatch, expected, found}),
+    do: "the authorization server metadata names the issuer #{found}, not #{expected} (RFC 8414 §3.3)"
+
+  def format_error({:authorization_server_metadata_not_found, issuer, urls}),
+    do: "no authorization server metadata for #{issuer}; tried #{Enum.join(urls, ", ")}"
+
+  def format_error({:url_refused, url, message}), do: "refused to contact #{url}: #{message}"
+
+  def format_error({:invalid_www_authenticate, message}),
+    do: "the WWW-Authenticate value cannot be parsed: #{message}"
+
+  def format_error({:no_registration_path, checked}),
+    do: "the authorization server offers no way to obtain a client: #{Enum.join(checked, "; ")}"
 
   def format_error(other), do: "client registration failed: #{inspect(other)}"
 
@@ -581,12 +948,61 @@ defmodule ExMCP.Authorization.ClientRegistration do
   defp check_option!(:initial_access_token, other),
     do: raise(ArgumentError, "option :initial_access_token must be a string, got: #{type_name(other)}")
 
+  defp check_option!(:www_authenticate, value) do
+    values = List.wrap(value)
+
+    if values != [] and Enum.all?(values, &is_binary/1),
+      do: values,
+      else: raise(ArgumentError, "option :www_authenticate must be a string or a list of strings")
+  end
+
+  defp check_option!(key, value) when key in [:resource_metadata_url, :issuer, :client_metadata_url] do
+    if is_binary(value) or (is_nil(value) and key != :client_metadata_url),
+      do: value,
+      else: raise(ArgumentError, "option #{inspect(key)} must be a URL string, got: #{type_name(value)}")
+  end
+
+  defp check_option!(:allow_private_networks, flag) when is_boolean(flag), do: flag
+
+  defp check_option!(:allow_private_networks, other),
+    do: raise(ArgumentError, "option :allow_private_networks must be a boolean, got: #{inspect(other)}")
+
+  defp check_option!(:client_id, id) when is_binary(id) and id != "", do: id
+
+  defp check_option!(:client_id, other),
+    do: raise(ArgumentError, "option :client_id must be a non-empty string, got: #{type_name(other)}")
+
+  # Never echo a secret, not even a malformed one.
+  defp check_option!(:client_secret, secret) when is_binary(secret) or is_nil(secret), do: secret
+
+  defp check_option!(:client_secret, other),
+    do: raise(ArgumentError, "option :client_secret must be a string, got: #{type_name(other)}")
+
+  defp check_option!(:token_endpoint_auth_method, method) when is_binary(method) and method != "", do: method
+
+  defp check_option!(:token_endpoint_auth_method, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :token_endpoint_auth_method must be a non-empty string, got: #{inspect(other)}"
+      )
+
   defp check_option!(:replace, flag) when is_boolean(flag), do: flag
 
   defp check_option!(:replace, other),
     do: raise(ArgumentError, "option :replace must be a boolean, got: #{inspect(other)}")
 
   defp native_options(opts), do: Map.new(Keyword.delete(opts, :replace))
+
+  @doc false
+  # The options every call shares (the transport's), for the discovery flow.
+  @spec transport_options() :: [atom()]
+  def transport_options, do: @common_options
+
+  defp url_arg!(url, _name) when is_binary(url), do: url
+
+  defp url_arg!(other, name),
+    do: raise(ArgumentError, "#{name} must be a URL string, got: #{type_name(other)}")
 
   defp type_name(term) when is_map(term), do: "a map"
   defp type_name(term) when is_list(term), do: "a list"

@@ -54,12 +54,18 @@ defmodule ExMCP.Authorization.Native do
   def update_nif(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
   def update_dirty(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
   def delete(_uri, _token, _options, _ref), do: not_loaded()
+  def discover(_server_url, _discover_options, _options, _ref), do: not_loaded()
   def cancel(_pending), do: not_loaded()
   def in_flight, do: not_loaded()
   def panic_next_call, do: not_loaded()
+  # Test hooks, present only in a NIF built with the `test-hooks` cargo
+  # feature (MIX_ENV=test); see native/ex_mcp_nif/src/test_hooks.rs.
+  def calls_started, do: not_loaded()
+  def hold_next_delivery, do: not_loaded()
   def json_encode(_term, _pretty), do: not_loaded()
   def json_decode(_text), do: not_loaded()
   def decode_reply_dirty(_reply), do: not_loaded()
+  def client_metadata_document(_url, _metadata, _allow_loopback_http), do: not_loaded()
   def write_private_file(_path, _contents), do: not_loaded()
 
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).

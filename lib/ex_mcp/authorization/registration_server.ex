@@ -2,7 +2,11 @@ defmodule ExMCP.Authorization.RegistrationServer do
   @moduledoc """
   An embedded OAuth authorization server that does dynamic client
   registration: RFC 7591 registration, RFC 7592 management of a
-  registration, and the RFC 8414 metadata document that points at them.
+  registration, and the RFC 8414 metadata document that points at them. It
+  can also stand in for an MCP server's authorization side: RFC 9728
+  protected resource metadata for a configured resource, and Client ID
+  Metadata Documents (draft-ietf-oauth-client-id-metadata-document-00) at a
+  development authorization endpoint.
 
   The HTTP server runs in Rust (hyper on the library's tokio runtime); this
   GenServer owns it. The listener closes when the process stops, exits for
@@ -46,11 +50,64 @@ defmodule ExMCP.Authorization.RegistrationServer do
 
   | Endpoint | Answer |
   |---|---|
-  | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata: `issuer` (the base URL), `registration_endpoint`, `token_endpoint_auth_methods_supported`, `grant_types_supported`, `response_types_supported`. `authorization_endpoint` (`/authorize`) and `token_endpoint` (`/token`) are placeholders under the issuer: this server does not serve them. |
+  | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata: `issuer` (the base URL), `authorization_endpoint`, `registration_endpoint`, `token_endpoint_auth_methods_supported`, `grant_types_supported`, `response_types_supported`, `code_challenge_methods_supported`, `authorization_response_iss_parameter_supported`; `scopes_supported` with a protected resource that has scopes; `client_id_metadata_document_supported: true` when `:client_id_metadata_documents` is on. `token_endpoint` (`/token`) is a placeholder: this server does not serve it. |
   | `POST /register` | RFC 7591: `201` with the full client information. |
   | `GET /register/<client_id>` | RFC 7592 §2.1: `200` with the client information. |
   | `PUT /register/<client_id>` | RFC 7592 §2.2: replaces the registration in full; `200`. |
   | `DELETE /register/<client_id>` | RFC 7592 §2.3: `204`; the client and its token are gone. |
+  | `GET /authorize` | A development authorization endpoint; see below. |
+  | `GET /.well-known/oauth-protected-resource/<path>` and `GET /.well-known/oauth-protected-resource` | With `:protected_resource`: RFC 9728 metadata, `%{"resource" => ..., "authorization_servers" => [url], "scopes_supported" => ..., "bearer_methods_supported" => ["header"], "resource_name" => ...}`. |
+  | any request to the resource's path (and below it) | With `:protected_resource` on this server: `401` with `WWW-Authenticate: Bearer resource_metadata="<metadata URL>", scope="<scopes>"` (RFC 9728 §5.1), as an MCP server answers a request without a token. |
+
+  ## An MCP protected resource
+
+  With `protected_resource: [resource: "/mcp", scopes_supported: ["mcp:read"]]`
+  the server describes the resource `url(server) <> "/mcp"` (see
+  `resource_url/1`), so a client can start from the MCP URL:
+  `ExMCP.Authorization.ClientRegistration.discover/2` finds the resource
+  metadata at the path-aware well-known URL, the issuer in its
+  `authorization_servers` (this server's `url/1`, which is also the
+  metadata's `issuer`, as RFC 8414 §3.3 requires), and the registration
+  endpoint in the RFC 8414 metadata. `:resource` may also be an absolute
+  URL (a resource served elsewhere); then no `401` is answered here. It must
+  not be `/register`, `/authorize` or under `/.well-known`.
+
+  ## The authorization endpoint and Client ID Metadata Documents
+
+  `GET /authorize` is for development and tests: there is no user and no
+  consent. It checks `client_id` and `redirect_uri` and, when both are good,
+  redirects to the redirect URI with a random `code` (a placeholder: there is
+  no token endpoint to redeem it), the `state` and `iss` (RFC 9207). The
+  client is a registered one, or — with `:client_id_metadata_documents` — an
+  https URL `client_id` whose document the server fetches and checks by the
+  draft's rules, shared with
+  `ExMCP.Authorization.ClientRegistration.client_metadata_document/3`:
+
+    * the document's `client_id` equals the URL (simple string comparison,
+      §4.1); it has no `client_secret` or `client_secret_expires_at`, and no
+      shared-secret `token_endpoint_auth_method` (`client_secret_*`); its
+      metadata passes the registration rules;
+    * `redirect_uri` is one of its `redirect_uris`, exactly (§4.5); when the
+      parameter is absent the client must have exactly one;
+    * the fetch (§6.5, §6.6): the URL must be https with a path; the host is
+      resolved once, and loopback, private, link-local (cloud metadata),
+      unique-local, CGNAT, multicast and unspecified addresses are refused —
+      loopback (and plain http to it) is allowed only with
+      `allow_loopback: true`, for development; the connection goes to the
+      checked address; redirects are not followed; the body is capped
+      (`:max_document_bytes`, 5,120 bytes); the fetch has a deadline
+      (`:fetch_timeout`, 5 s);
+    * valid documents are cached for their `Cache-Control: max-age` (at most
+      an hour; `no-store`/`no-cache` or no `max-age`: not cached); errors and
+      invalid documents never are (§4.4).
+
+  A refused client or redirect URI is answered `400` with
+  `%{"error" => "invalid_client" | "invalid_request", "error_description" => ...}`
+  and no redirect (OAuth 2.1 §4.1.2.1). Once both are good, other errors go
+  to the redirect URI (`unsupported_response_type`; `invalid_request` for a
+  missing `code_challenge` — PKCE is required — or a method other than
+  `S256`). Documents are not clients: `lookup/2`, `list/1` and `count/1` do
+  not show them.
 
   ## What the server does
 
@@ -110,6 +167,8 @@ defmodule ExMCP.Authorization.RegistrationServer do
   | `:rotate_registration_access_token` | `false` | Issue a new registration access token on every update; the old one stops working. |
   | `:client_secret_expires_in` | `0` | Lifetime of issued client secrets in seconds; `0` means they never expire. |
   | `:max_body_bytes` | `65_536` | Largest request body accepted. |
+  | `:protected_resource` | `nil` | RFC 9728: `[resource: "/mcp", scopes_supported: [scope], resource_name: name]`; `:resource`, required, is a path on this server or an absolute URL. |
+  | `:client_id_metadata_documents` | `false` | `true`, or `[allow_loopback: false, fetch_timeout: 5_000, max_document_bytes: 5_120, cacertfile: nil]`: accept Client ID Metadata Documents at `/authorize` and advertise `client_id_metadata_document_supported`. `allow_loopback: true` (development) fetches documents from loopback addresses, over http too; `cacertfile` adds CA certificates for the fetch. |
   | `:name` | `nil` | Registers the process under this name (`GenServer` naming). |
 
   An unknown or ill-typed option raises `ArgumentError` naming the option.
@@ -134,7 +193,20 @@ defmodule ExMCP.Authorization.RegistrationServer do
           | {:rotate_registration_access_token, boolean()}
           | {:client_secret_expires_in, non_neg_integer()}
           | {:max_body_bytes, pos_integer()}
+          | {:protected_resource, [protected_resource_option()] | nil}
+          | {:client_id_metadata_documents, boolean() | [client_id_metadata_documents_option()]}
           | {:name, GenServer.name()}
+
+  @typedoc "Keys of the `:protected_resource` option (RFC 9728)."
+  @type protected_resource_option() ::
+          {:resource, String.t()} | {:scopes_supported, [String.t()]} | {:resource_name, String.t() | nil}
+
+  @typedoc "Keys of the `:client_id_metadata_documents` option."
+  @type client_id_metadata_documents_option() ::
+          {:allow_loopback, boolean()}
+          | {:fetch_timeout, pos_integer()}
+          | {:max_document_bytes, pos_integer()}
+          | {:cacertfile, Path.t() | nil}
 
   @defaults [
     port: 0,
@@ -142,8 +214,12 @@ defmodule ExMCP.Authorization.RegistrationServer do
     initial_access_token: nil,
     rotate_registration_access_token: false,
     client_secret_expires_in: 0,
-    max_body_bytes: 65_536
+    max_body_bytes: 65_536,
+    protected_resource: nil,
+    client_id_metadata_documents: false
   ]
+  @protected_resource_keys [:resource, :scopes_supported, :resource_name]
+  @client_id_metadata_documents_keys [:allow_loopback, :fetch_timeout, :max_document_bytes, :cacertfile]
   @option_keys Keyword.keys(@defaults) ++ [:name]
 
   @doc """
@@ -204,6 +280,20 @@ defmodule ExMCP.Authorization.RegistrationServer do
   """
   @spec registration_endpoint(server()) :: String.t()
   def registration_endpoint(server), do: info(server).registration_endpoint
+
+  @doc """
+  The protected resource's identifier (RFC 9728 `resource`, RFC 8707): the
+  MCP server URL a client starts discovery from. A `:resource` path is
+  resolved against `url/1`. `nil` without the `:protected_resource` option.
+
+  ## Example
+
+      {:ok, server} = RegistrationServer.start_link(protected_resource: [resource: "/mcp"])
+      RegistrationServer.resource_url(server)
+      #=> "http://127.0.0.1:54021/mcp"
+  """
+  @spec resource_url(server()) :: String.t() | nil
+  def resource_url(server), do: info(server).resource
 
   @doc """
   The TCP port the server listens on.
@@ -337,7 +427,9 @@ defmodule ExMCP.Authorization.RegistrationServer do
       initial_access_token: opts[:initial_access_token],
       rotate_registration_access_token: opts[:rotate_registration_access_token],
       client_secret_expires_in: opts[:client_secret_expires_in],
-      max_body_bytes: opts[:max_body_bytes]
+      max_body_bytes: opts[:max_body_bytes],
+      protected_resource: opts[:protected_resource] && Map.new(opts[:protected_resource]),
+      client_id_metadata_documents: client_id_metadata_documents(opts[:client_id_metadata_documents])
     }
 
     {opts[:name], config}
@@ -389,6 +481,46 @@ defmodule ExMCP.Authorization.RegistrationServer do
   defp check_option!(:max_body_bytes, other),
     do: raise(ArgumentError, "option :max_body_bytes must be a positive integer, got: #{inspect(other)}")
 
+  defp check_option!(:protected_resource, nil), do: :ok
+
+  defp check_option!(:protected_resource, opts) do
+    check_keyword!(:protected_resource, opts, @protected_resource_keys)
+
+    unless is_binary(opts[:resource]) do
+      raise ArgumentError,
+            "option :protected_resource needs :resource, an absolute http(s) URL or a path such as \"/mcp\""
+    end
+
+    unless is_list(opts[:scopes_supported] || []) and Enum.all?(opts[:scopes_supported] || [], &is_binary/1) do
+      raise ArgumentError, "option :protected_resource's :scopes_supported must be a list of strings"
+    end
+
+    unless is_nil(opts[:resource_name]) or is_binary(opts[:resource_name]) do
+      raise ArgumentError, "option :protected_resource's :resource_name must be a string"
+    end
+  end
+
+  defp check_option!(:client_id_metadata_documents, flag) when is_boolean(flag), do: :ok
+
+  defp check_option!(:client_id_metadata_documents, opts) do
+    check_keyword!(:client_id_metadata_documents, opts, @client_id_metadata_documents_keys)
+
+    Enum.each(opts, fn
+      {:allow_loopback, flag} when is_boolean(flag) ->
+        :ok
+
+      {key, n} when key in [:fetch_timeout, :max_document_bytes] and is_integer(n) and n > 0 ->
+        :ok
+
+      {:cacertfile, path} when is_nil(path) or is_binary(path) ->
+        :ok
+
+      {key, value} ->
+        raise ArgumentError,
+              "option :client_id_metadata_documents has an invalid #{inspect(key)}: #{inspect(value)}"
+    end)
+  end
+
   defp check_option!(:name, name) when is_atom(name) and not is_nil(name), do: :ok
   defp check_option!(:name, {:global, _}), do: :ok
   defp check_option!(:name, {:via, module, _}) when is_atom(module), do: :ok
@@ -399,4 +531,22 @@ defmodule ExMCP.Authorization.RegistrationServer do
         ArgumentError,
         "option :name must be an atom, {:global, term} or {:via, module, term}, got: #{inspect(other)}"
       )
+
+  defp check_keyword!(option, opts, keys) do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "option #{inspect(option)} must be a keyword list, got: #{kind(opts)}"
+    end
+
+    Enum.each(opts, fn {key, _} ->
+      unless key in keys do
+        raise ArgumentError,
+              "option #{inspect(option)} has an unknown key #{inspect(key)}; it accepts " <>
+                Enum.map_join(keys, ", ", &inspect/1)
+      end
+    end)
+  end
+
+  defp client_id_metadata_documents(false), do: nil
+  defp client_id_metadata_documents(true), do: %{}
+  defp client_id_metadata_documents(opts), do: Map.new(opts)
 end

@@ -15,6 +15,12 @@ rustler::atoms! {
     initial_access_token,
     proxy,
     system,
+    // Discovery options (discover/2, obtain_client/3).
+    www_authenticate,
+    resource_metadata_url,
+    issuer,
+    allow_private_networks,
+    guard_start_url,
     // Registration server: configuration keys, info keys, start errors.
     ip,
     port,
@@ -23,6 +29,15 @@ rustler::atoms! {
     max_body_bytes,
     base_url,
     registration_endpoint,
+    resource,
+    // RFC 9728 protected resource and Client ID Metadata Document options.
+    protected_resource,
+    scopes_supported,
+    resource_name,
+    client_id_metadata_documents,
+    allow_loopback,
+    fetch_timeout,
+    max_document_bytes,
     eaddrinuse,
     eaddrnotavail,
     eacces,

@@ -39,6 +39,19 @@ pub enum Refusal<'a> {
     TooLarge { field: String },
 }
 
+impl<'a> Refusal<'a> {
+    /// The reason for the caller; over the limits is `{:invalid_field,
+    /// field, "is too large: ..."}` naming them.
+    pub fn into_reason(self, env: Env<'a>) -> Term<'a> {
+        match self {
+            Refusal::Invalid(reason) => reason,
+            Refusal::TooLarge { field } => {
+                invalid_field(env, &field, &crate::budget::too_large_message())
+            }
+        }
+    }
+}
+
 /// Converts a caller's map (atom or string keys) into a JSON object, within
 /// `limits`. A value that cannot be converted is `{:invalid_field, key,
 /// message}`; `whole` names the map itself when it is not one.

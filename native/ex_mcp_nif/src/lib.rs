@@ -4,12 +4,16 @@
 
 mod atoms;
 mod budget;
+mod client_id_metadata_document;
 mod convert;
+mod discovery;
 mod nifs;
 mod pending;
 mod private_file;
 mod runtime;
 mod server;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 /// Rust's own allocations (request and answer documents, buffers, tokio
 /// and hyper state) come from mimalloc: with the BEAM's schedulers and the

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use mcp_registration::net_guard::NetGuard;
 use mcp_registration::{etf, metadata, request, Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::types::list::ListIterator;
@@ -108,13 +109,8 @@ fn request_map<'a>(
     scheduler: Scheduler,
 ) -> Result<serde_json::Map<String, Value>, Stop<'a>> {
     convert::map_to_json(env, map, whole, scheduler.limits()).map_err(|refusal| match refusal {
-        Refusal::Invalid(reason) => Stop::Reason(reason),
         Refusal::TooLarge { .. } if scheduler == Scheduler::Normal => Stop::Reschedule,
-        Refusal::TooLarge { field } => Stop::Reason(convert::invalid_field(
-            env,
-            &field,
-            &budget::too_large_message(),
-        )),
+        refusal => Stop::Reason(refusal.into_reason(env)),
     })
 }
 
@@ -303,7 +299,7 @@ fn string_arg(term: Term) -> Option<Result<String, TooLong>> {
 
 /// Reads the options map the Elixir module built. Durations are in
 /// milliseconds; absent keys keep the defaults.
-fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
+pub(crate) fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     let mut options = Options::default();
     let get = |key: Atom| {
         term.map_get(key)
@@ -395,6 +391,18 @@ fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
         let token = Secret::new("initial_access_token", token)
             .map_err(|_| invalid(atoms::initial_access_token(), message))?;
         options.initial_access_token = Some(token);
+    }
+    // obtain_client/3 registers at an endpoint learned during discovery:
+    // the same guard as discovery applies (see mcp_registration::net_guard).
+    if let Some(start) = get(atoms::guard_start_url()) {
+        let allow_private = get(atoms::allow_private_networks())
+            .map(|t| t.decode::<bool>().unwrap_or(false))
+            .unwrap_or(false);
+        let guard = string_arg(start)
+            .and_then(Result::ok)
+            .and_then(|start| NetGuard::parse(&start, allow_private))
+            .ok_or_else(|| invalid(atoms::guard_start_url(), "must be an absolute URL"))?;
+        options.guard = Some(guard);
     }
     Ok(options)
 }

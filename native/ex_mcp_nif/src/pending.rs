@@ -5,12 +5,13 @@
 //! Delivery and cancellation race on one atomic: exactly one of them wins, so
 //! a reply is either in the caller's mailbox or never sent at all.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use mcp_registration::{etf, Call, Error, Outcome, TransportError};
+use mcp_registration::{etf, Call, Discover, Error, TransportError};
 use rustler::env::OwnedEnv;
 use rustler::{LocalPid, NewBinary, Resource, ResourceArc, Term};
 use tokio::task::AbortHandle;
@@ -43,6 +44,9 @@ impl Pending {
             .is_ok();
         if won {
             self.abort.abort();
+        } else {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::cancel_lost();
         }
         won
     }
@@ -57,22 +61,44 @@ impl Drop for Pending {
 
 /// Spawns `call`; its result goes to `caller` tagged with `reply_ref`.
 pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pending> {
+    spawn_reply(caller, reply_ref, async move {
+        etf::result(&caught(call.run()).await)
+    })
+}
+
+/// Spawns a discovery run (`discover/2`), delivered like a call.
+pub fn spawn_discovery(
+    caller: LocalPid,
+    reply_ref: Term,
+    discover: Discover,
+) -> ResourceArc<Pending> {
+    spawn_reply(caller, reply_ref, async move {
+        etf::discovery(&caught(discover.run()).await)
+    })
+}
+
+/// Runs `reply` (which yields the ETF bytes to send) on tokio.
+fn spawn_reply(
+    caller: LocalPid,
+    reply_ref: Term,
+    reply: impl Future<Output = Vec<u8>> + Send + 'static,
+) -> ResourceArc<Pending> {
     let mut reply_env = OwnedEnv::new();
     let saved_ref = reply_env.save(reply_ref);
     let state = Arc::new(AtomicU8::new(PENDING));
     let task_state = Arc::clone(&state);
     let in_flight = InFlight::enter();
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::call_started();
     let task = runtime().spawn(async move {
         let _in_flight = in_flight;
-        let result = AssertUnwindSafe(run(call))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()));
-        let reply = etf::result(&result);
+        let reply = reply.await;
         if task_state
             .compare_exchange(PENDING, DELIVERED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::before_send().await;
             // Fails only if the caller is already dead; then nobody waits.
             let _ = reply_env.send_and_clear(&caller, |env| {
                 (
@@ -88,11 +114,17 @@ pub fn spawn(caller: LocalPid, reply_ref: Term, call: Call) -> ResourceArc<Pendi
     })
 }
 
-async fn run(call: Call) -> Result<Outcome, Error> {
-    if PANIC_NEXT_CALL.swap(false, Ordering::SeqCst) {
-        panic!("forced panic in the request path (test hook)");
-    }
-    call.run().await
+/// A panic in the work becomes `{:request_failed, {:panic, message}}`.
+async fn caught<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    AssertUnwindSafe(async {
+        if PANIC_NEXT_CALL.swap(false, Ordering::SeqCst) {
+            panic!("forced panic in the request path (test hook)");
+        }
+        work.await
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

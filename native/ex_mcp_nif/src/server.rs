@@ -8,10 +8,13 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mcp_registration::etf;
-use mcp_registration::server::{self, RunningServer, ServerConfig, ServerError};
+use mcp_registration::server::{
+    self, ClientIdDocuments, ProtectedResource, RunningServer, ServerConfig, ServerError,
+};
 use rustler::types::atom::Atom;
 use rustler::types::map::map_new;
 use rustler::{
@@ -71,7 +74,8 @@ fn server_stop(env: Env, resource: ResourceArc<ServerResource>) -> Term {
     }
 }
 
-/// `server_info(resource)`: `%{base_url: url, registration_endpoint: url, port: port}`.
+/// `server_info(resource)`: `%{base_url: url, registration_endpoint: url,
+/// port: port, resource: url | nil}`.
 #[rustler::nif]
 fn server_info(env: Env, resource: ResourceArc<ServerResource>) -> NifResult<Term> {
     let server = &resource.server;
@@ -81,7 +85,8 @@ fn server_info(env: Env, resource: ResourceArc<ServerResource>) -> NifResult<Ter
             atoms::registration_endpoint(),
             server.registration_endpoint(),
         )?
-        .map_put(atoms::port(), server.local_addr().port())?;
+        .map_put(atoms::port(), server.local_addr().port())?
+        .map_put(atoms::resource(), server.resource())?;
     Ok(info)
 }
 
@@ -118,7 +123,10 @@ fn server_count(resource: ResourceArc<ServerResource>) -> usize {
 /// Reads the configuration map the Elixir module built and checked:
 /// `ip` (a string), `port`, `initial_access_token` (string or nil),
 /// `rotate_registration_access_token`, `client_secret_expires_in` (seconds,
-/// 0 for never) and `max_body_bytes`. Absent keys keep the defaults.
+/// 0 for never), `max_body_bytes`, `protected_resource` (a map: `resource`,
+/// `scopes_supported`, `resource_name`) and `client_id_metadata_documents`
+/// (a map: `allow_loopback`, `fetch_timeout` in ms, `max_document_bytes`,
+/// `cacertfile`). Absent keys keep the defaults.
 fn server_config<'a>(env: Env<'a>, term: Term<'a>) -> Result<ServerConfig, Term<'a>> {
     let mut config = ServerConfig::default();
     let get = |key: Atom| {
@@ -175,7 +183,78 @@ fn server_config<'a>(env: Env<'a>, term: Term<'a>) -> Result<ServerConfig, Term<
             .filter(|b| *b > 0)
             .ok_or_else(|| invalid(atoms::max_body_bytes(), "must be a positive integer"))?;
     }
+    if let Some(resource) = get(atoms::protected_resource()) {
+        config.protected_resource = Some(protected_resource(env, resource)?);
+    }
+    if let Some(documents) = get(atoms::client_id_metadata_documents()) {
+        config.client_id_metadata_documents = Some(client_id_documents(env, documents)?);
+    }
     Ok(config)
+}
+
+fn protected_resource<'a>(env: Env<'a>, term: Term<'a>) -> Result<ProtectedResource, Term<'a>> {
+    let invalid =
+        |message: &str| convert::invalid_option(env, atoms::protected_resource(), message);
+    let get = |key: Atom| {
+        term.map_get(key)
+            .ok()
+            .filter(|v| *v != atoms::nil().to_term(env))
+    };
+    let resource = get(atoms::resource())
+        .and_then(string)
+        .ok_or_else(|| invalid("resource must be a URL or a path string"))?;
+    let scopes_supported = match get(atoms::scopes_supported()) {
+        Some(scopes) => scopes
+            .decode::<Vec<String>>()
+            .map_err(|_| invalid("scopes_supported must be a list of strings"))?,
+        None => Vec::new(),
+    };
+    let resource_name = match get(atoms::resource_name()) {
+        Some(name) => Some(string(name).ok_or_else(|| invalid("resource_name must be a string"))?),
+        None => None,
+    };
+    Ok(ProtectedResource {
+        resource,
+        scopes_supported,
+        resource_name,
+    })
+}
+
+fn client_id_documents<'a>(env: Env<'a>, term: Term<'a>) -> Result<ClientIdDocuments, Term<'a>> {
+    let invalid = |message: &str| {
+        convert::invalid_option(env, atoms::client_id_metadata_documents(), message)
+    };
+    let get = |key: Atom| {
+        term.map_get(key)
+            .ok()
+            .filter(|v| *v != atoms::nil().to_term(env))
+    };
+    let mut documents = ClientIdDocuments::default();
+    if let Some(flag) = get(atoms::allow_loopback()) {
+        documents.allow_loopback = flag
+            .decode()
+            .map_err(|_| invalid("allow_loopback must be a boolean"))?;
+    }
+    if let Some(ms) = get(atoms::fetch_timeout()) {
+        let ms: u64 = ms
+            .decode()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| invalid("fetch_timeout must be a positive integer (ms)"))?;
+        documents.fetch_timeout = Duration::from_millis(ms);
+    }
+    if let Some(bytes) = get(atoms::max_document_bytes()) {
+        documents.max_document_bytes = bytes
+            .decode::<u64>()
+            .ok()
+            .filter(|b| *b > 0)
+            .ok_or_else(|| invalid("max_document_bytes must be a positive integer"))?;
+    }
+    if let Some(path) = get(atoms::cacertfile()) {
+        let path = string(path).ok_or_else(|| invalid("cacertfile must be a path string"))?;
+        documents.cacertfile = Some(PathBuf::from(path));
+    }
+    Ok(documents)
 }
 
 fn string(term: Term) -> Option<String> {

@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::error::{Error, RequestError, TransportError};
 use crate::metadata;
-use crate::pool::http_client;
+use crate::net_guard::{self, AddressPolicy, NetGuard};
 use crate::proxy::ProxySetting;
 use crate::request::{self, Registration};
 use crate::response::{self, ClientInformation};
@@ -79,6 +79,8 @@ pub struct Options {
     pub initial_access_token: Option<Secret>,
     /// Where connections go: straight, the environment's proxy, or this one.
     pub proxy: ProxySetting,
+    /// Set when the URL was learned during discovery: see [`net_guard`].
+    pub guard: Option<NetGuard>,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             cacertfile: None,
             initial_access_token: None,
             proxy: ProxySetting::Direct,
+            guard: None,
         }
     }
 }
@@ -113,6 +116,17 @@ impl Options {
             .map_err(|_| "its value is not a valid header value".to_string())?;
         self.headers.append(header, value);
         Ok(())
+    }
+
+    /// The address policy for `url` under the guard, if any (see
+    /// [`NetGuard::check`]).
+    pub(crate) fn address_policy(&self, url: &Url) -> Result<Option<AddressPolicy>, Error> {
+        match &self.guard {
+            None => Ok(None),
+            Some(guard) => guard
+                .check(url)
+                .map_err(|refused| net_guard::refusal(url, refused)),
+        }
     }
 }
 
@@ -216,7 +230,7 @@ impl Call {
     }
 
     async fn exchange_all(&self, progress: &mut Progress) -> Result<Outcome, Error> {
-        let http = http_client(&self.options).await?;
+        let http = net_guard::http_client(&self.options, &self.url).await?;
         let send = |method, token: Option<Secret>, body| {
             let http = &http;
             async move { exchange(http, method, &self.url, token.as_ref(), body, &self.options).await }

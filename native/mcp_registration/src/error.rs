@@ -81,6 +81,9 @@ pub enum Error {
     /// `{:request_failed, reason}`
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// Discovery (RFC 9728, RFC 8414) failed; see [`DiscoveryError`].
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
     /// `{:credentials_rotated, client_information, reason}`: an update failed
     /// after its read (RFC 7592 §2.1) returned a new registration access
     /// token. `client` is that read's answer, new credentials included;
@@ -115,6 +118,43 @@ impl fmt::Debug for Error {
                 .field("client_id", &client.client_id())
                 .field("reason", reason)
                 .finish(),
+            Self::Discovery(e) => f.debug_tuple("Discovery").field(e).finish(),
         }
     }
+}
+
+/// Why discovery failed. URLs are the ones discovery built or followed; none
+/// carries credentials (they are refused in URLs).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum DiscoveryError {
+    /// `{:discovery_failed, url, reason}`: a 5xx, a redirect (never
+    /// followed) or a transport failure at `url`; `cause` is an
+    /// `Error::Http` or `Error::Transport`.
+    #[error("discovery failed at {url}: {cause}")]
+    Fetch { url: String, cause: Box<Error> },
+    /// `{:invalid_metadata, url, message}`: the document at `url` is not a
+    /// JSON object, or a member has the wrong type.
+    #[error("the metadata at {url} is invalid: {message}")]
+    InvalidMetadata { url: String, message: String },
+    /// `{:resource_mismatch, resource, server_url}`: the protected resource
+    /// metadata is for another resource (RFC 9728 §3.3, MCP 2025-11-25).
+    #[error("the protected resource metadata names {resource}, which does not cover {server_url}")]
+    ResourceMismatch {
+        resource: String,
+        server_url: String,
+    },
+    /// `{:issuer_mismatch, expected, found}` (RFC 8414 §3.3).
+    #[error("the authorization server metadata names issuer {found}, expected {expected}")]
+    IssuerMismatch { expected: String, found: String },
+    /// `{:authorization_server_metadata_not_found, issuer, urls}`: every
+    /// well-known URL answered 4xx.
+    #[error("no authorization server metadata for {issuer}")]
+    NotFound { issuer: String, tried: Vec<String> },
+    /// `{:url_refused, url, message}`: the URL breaks the rules in
+    /// `net_guard` (https, loopback, private networks).
+    #[error("refused to fetch {url}: {message}")]
+    UrlRefused { url: String, message: String },
+    /// `{:invalid_www_authenticate, message}`
+    #[error("the WWW-Authenticate value cannot be parsed: {0}")]
+    InvalidWwwAuthenticate(String),
 }

@@ -16,7 +16,10 @@
 
 use std::borrow::Cow;
 
-use crate::{metadata, ClientInformation, Error, Outcome, RequestError, TransportError};
+use crate::discovery::{self, Discovery, MetadataSource};
+use crate::{
+    metadata, ClientInformation, DiscoveryError, Error, Outcome, RequestError, TransportError,
+};
 use serde_json::Value;
 
 const VERSION: u8 = 131;
@@ -190,8 +193,125 @@ impl Writer {
         }
     }
 
+    /// The `discover/2` result map; see the Elixir moduledoc.
+    fn discovery(&mut self, found: &Discovery) {
+        let text = |w: &mut Self, value: Option<&str>| match value {
+            Some(s) => w.string(s),
+            None => w.atom("nil"),
+        };
+        self.map(10);
+        self.atom("server_url");
+        self.string(&found.server_url);
+        self.atom("resource");
+        self.string(&found.resource);
+        self.atom("resource_metadata");
+        match &found.resource_metadata {
+            Some(document) => self.json_object(document),
+            None => self.atom("nil"),
+        }
+        self.atom("resource_metadata_url");
+        text(self, found.resource_metadata_url.as_deref());
+        self.atom("issuer");
+        self.string(&found.issuer);
+        self.atom("authorization_server");
+        self.authorization_server(&found.authorization_server);
+        self.atom("authorization_server_metadata");
+        let source_url = match &found.authorization_server_metadata {
+            MetadataSource::Discovered(url) => {
+                self.atom("discovered");
+                Some(url.as_str())
+            }
+            MetadataSource::Defaults => {
+                self.atom("defaults");
+                None
+            }
+        };
+        self.atom("authorization_server_metadata_url");
+        text(self, source_url);
+        self.atom("scope");
+        text(self, found.scope.as_deref());
+        self.atom("allow_private_networks");
+        self.atom(if found.allow_private_networks {
+            "true"
+        } else {
+            "false"
+        });
+    }
+
+    /// Every known member under its atom (`nil` when absent), the rest
+    /// under `:extra` with string keys.
+    fn authorization_server(&mut self, document: &serde_json::Map<String, Value>) {
+        let known = discovery::AUTHORIZATION_SERVER_FIELDS;
+        let extra: Vec<(&String, &Value)> = document
+            .iter()
+            .filter(|(key, _)| !known.iter().any(|(name, _)| name == key))
+            .collect();
+        self.map(known.len() + 1);
+        for (name, _) in known {
+            self.atom(name);
+            self.json(document.get(*name).unwrap_or(&Value::Null));
+        }
+        self.atom(metadata::EXTRA);
+        self.map(extra.len());
+        for (key, value) in extra {
+            self.string(key);
+            self.json(value);
+        }
+    }
+
+    fn json_object(&mut self, document: &serde_json::Map<String, Value>) {
+        self.map(document.len());
+        for (key, value) in document {
+            self.string(key);
+            self.json(value);
+        }
+    }
+
+    fn discovery_reason(&mut self, error: &DiscoveryError, atoms: &dyn AtomTable) {
+        match error {
+            DiscoveryError::Fetch { url, cause } => {
+                self.tuple(3);
+                self.atom("discovery_failed");
+                self.string(url);
+                self.reason(cause, atoms);
+            }
+            DiscoveryError::InvalidMetadata { url, message } => {
+                self.tagged3("invalid_metadata", url, message)
+            }
+            DiscoveryError::ResourceMismatch {
+                resource,
+                server_url,
+            } => self.tagged3("resource_mismatch", resource, server_url),
+            DiscoveryError::IssuerMismatch { expected, found } => {
+                self.tagged3("issuer_mismatch", expected, found)
+            }
+            DiscoveryError::NotFound { issuer, tried } => {
+                self.tuple(3);
+                self.atom("authorization_server_metadata_not_found");
+                self.string(issuer);
+                self.list(tried.len());
+                tried.iter().for_each(|url| self.string(url));
+                self.nil();
+            }
+            DiscoveryError::UrlRefused { url, message } => {
+                self.tagged3("url_refused", url, message)
+            }
+            DiscoveryError::InvalidWwwAuthenticate(message) => {
+                self.tagged("invalid_www_authenticate", message)
+            }
+        }
+    }
+
+    fn tagged3(&mut self, tag: &str, first: &str, second: &str) {
+        self.tuple(3);
+        self.atom(tag);
+        self.string(first);
+        self.string(second);
+    }
+
     fn reason(&mut self, error: &Error, atoms: &dyn AtomTable) {
         match error {
+            Error::Discovery(discovery) => self.discovery_reason(discovery, atoms),
             Error::Request(request) => self.request_reason(request, atoms),
             Error::Registration { status, body } => {
                 self.tuple(3);
@@ -318,6 +438,23 @@ pub fn client_list<'a>(infos: impl ExactSizeIterator<Item = &'a ClientInformatio
     w.out
 }
 
+/// `{:ok, discovery}` or `{:error, reason}`.
+pub fn discovery(result: &Result<Discovery, Error>) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.tuple(2);
+    match result {
+        Ok(found) => {
+            w.atom("ok");
+            w.discovery(found);
+        }
+        Err(error) => {
+            w.atom("error");
+            w.reason(error, &KnownAtomsOnly);
+        }
+    }
+    w.out
+}
+
 /// A bare error reason.
 pub fn reason(error: &Error, atoms: &dyn AtomTable) -> Vec<u8> {
     let mut w = Writer::new();
@@ -357,6 +494,24 @@ const REPLY_ATOMS: &[&str] = &[
     "cacertfile",
     "proxy",
     "panic",
+    // discover/2 results and reasons.
+    "server_url",
+    "resource",
+    "resource_metadata",
+    "resource_metadata_url",
+    "authorization_server",
+    "authorization_server_metadata",
+    "authorization_server_metadata_url",
+    "allow_private_networks",
+    "discovered",
+    "defaults",
+    "discovery_failed",
+    "invalid_metadata",
+    "resource_mismatch",
+    "issuer_mismatch",
+    "authorization_server_metadata_not_found",
+    "url_refused",
+    "invalid_www_authenticate",
     "credentials_rotated",
 ];
 
@@ -368,6 +523,11 @@ pub fn reply_atom_names() -> impl Iterator<Item = &'static str> {
         .map(|f| f.name)
         .chain([metadata::REGISTRATION_ENDPOINT, metadata::EXTRA])
         .chain(REPLY_ATOMS.iter().copied())
+        .chain(
+            discovery::AUTHORIZATION_SERVER_FIELDS
+                .iter()
+                .map(|(name, _)| *name),
+        )
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 
 pub mod cacertfile;
 pub mod client;
+pub mod client_id_metadata_document;
+pub mod discovery;
 pub mod error;
 pub mod etf;
 pub mod metadata;
+pub mod net_guard;
 pub mod pool;
 pub mod proxy;
 pub mod redact;
@@ -18,8 +21,10 @@ pub mod rotation;
 pub mod server;
 pub mod transport;
 pub mod uri;
+pub mod www_authenticate;
 
 pub use client::{Call, Options, Outcome, Secret};
-pub use error::{Error, RequestError, TransportError};
+pub use discovery::{Discover, Discovery};
+pub use error::{DiscoveryError, Error, RequestError, TransportError};
 pub use proxy::{ProxySetting, ProxyUrl};
 pub use response::ClientInformation;

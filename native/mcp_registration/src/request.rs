@@ -74,7 +74,9 @@ pub fn endpoint_url(field: &str, value: &Value) -> Result<Url, RequestError> {
 
 /// Refuses keys that are not client metadata, and lifts the members of
 /// `extra` (extension metadata, RFC 7591 §2) to the top level.
-fn flatten_extra(mut doc: Map<String, Value>) -> Result<Map<String, Value>, RequestError> {
+pub(crate) fn flatten_extra(
+    mut doc: Map<String, Value>,
+) -> Result<Map<String, Value>, RequestError> {
     let extra = doc.remove(EXTRA);
     if let Some(unknown) = doc.keys().find(|k| metadata::field(k).is_none()) {
         return Err(RequestError::InvalidField {

@@ -54,7 +54,13 @@ pub(crate) async fn exchange(
         match with_connect_timeout(options.connect_timeout, request.send()).await {
             Ok(response) => break response,
             Err(err) if idempotent && !retried && closed_before_answer(&err) => retried = true,
-            Err(err) => return Err(classify(err, url, &options.proxy).into()),
+            Err(err) => {
+                // The guarded resolver (net_guard) refused the host's addresses.
+                if let Some(refused) = crate::net_guard::find_refusal(&err) {
+                    return Err(crate::net_guard::refusal(url, refused));
+                }
+                return Err(classify(err, url, &options.proxy).into());
+            }
         }
     };
     if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED

@@ -884,11 +884,18 @@ async fn shutdown_closes_listener_and_connections_promptly() {
     let mut buffer = [0u8; 4096];
     let n = idle.read(&mut buffer).unwrap();
     assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    // The stuck one is first answered once, which proves the server accepted
+    // it and is serving it (the event a sleep would only make likely), then
+    // sends half of a second request.
     let mut stuck = TcpStream::connect(addr).unwrap();
+    stuck
+        .write_all(b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let n = stuck.read(&mut buffer).unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
     stuck
         .write_all(b"POST /register HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
 
     let started = Instant::now();
     server.shutdown();

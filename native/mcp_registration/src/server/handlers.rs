@@ -85,7 +85,11 @@ pub(super) struct Reject {
 }
 
 impl Reject {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        error: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             error,
@@ -200,6 +204,9 @@ pub(super) async fn handle(app: Arc<App>, request: Request<Incoming>) -> HttpRes
 }
 
 async fn route(app: &App, parts: &Parts, body: &mut Option<Incoming>) -> HttpResponse {
+    if let Some(response) = super::route_discovery(app, parts).await {
+        return response;
+    }
     let path = parts.uri.path();
     let method = &parts.method;
     if path == METADATA_PATH {
@@ -554,7 +561,7 @@ fn client_response(app: &App, status: StatusCode, record: &ClientRecord) -> Http
     )
 }
 
-fn rejection(reject: Reject) -> HttpResponse {
+pub(super) fn rejection(reject: Reject) -> HttpResponse {
     let body = serde_json::json!({
         "error": reject.error,
         "error_description": reject.description,
@@ -577,7 +584,7 @@ fn rejection(reject: Reject) -> HttpResponse {
     response
 }
 
-fn method_not_allowed(allow: &'static str) -> HttpResponse {
+pub(super) fn method_not_allowed(allow: &'static str) -> HttpResponse {
     let mut response = rejection(Reject::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -589,7 +596,7 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
     response
 }
 
-fn json(status: StatusCode, body: &Value, sensitive: bool) -> HttpResponse {
+pub(super) fn json(status: StatusCode, body: &Value, sensitive: bool) -> HttpResponse {
     // Serializing a `Value` cannot fail.
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
@@ -603,7 +610,7 @@ fn json(status: StatusCode, body: &Value, sensitive: bool) -> HttpResponse {
 }
 
 /// RFC 7591 §3.2.1: answers that carry credentials are never cached.
-fn no_store(headers: &mut HeaderMap) {
+pub(super) fn no_store(headers: &mut HeaderMap) {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
 }

@@ -5,9 +5,11 @@
 //!
 //! | Endpoint | |
 //! |---|---|
-//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata. `authorization_endpoint` and `token_endpoint` are placeholders under the issuer (`/authorize`, `/token`): this server does not serve them. |
+//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata. `token_endpoint` is a placeholder under the issuer (`/token`): this server does not serve it. With [`ServerConfig::client_id_metadata_documents`], `client_id_metadata_document_supported: true`. |
 //! | `POST /register` | RFC 7591 §3: `201` with the full client information. |
 //! | `GET`, `PUT`, `DELETE /register/<client_id>` | RFC 7592 §2, with the registration access token as a Bearer token. |
+//! | `GET /authorize` | A development authorization endpoint ([`authorize`]): checks `client_id` (registered, or a Client ID Metadata Document URL) and `redirect_uri`, then redirects with a placeholder `code`. |
+//! | `GET /.well-known/oauth-protected-resource[/<path>]` | With [`ServerConfig::protected_resource`]: RFC 9728 metadata naming this server as the authorization server ([`protected_resource`]). A request to the resource itself is `401` with `WWW-Authenticate: Bearer resource_metadata=…`. |
 //!
 //! What clients send is checked and completed by
 //! [`crate::metadata::prepare_client_metadata`], the very function the
@@ -32,8 +34,11 @@
 //! # }
 //! ```
 
+pub mod authorize;
+pub mod client_id_documents;
 mod credentials;
 mod handlers;
+pub mod protected_resource;
 mod store;
 
 use std::convert::Infallible;
@@ -43,6 +48,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdTcpList
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -53,10 +59,17 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use authorize::AUTHORIZE_PATH;
+pub use client_id_documents::ClientIdDocuments;
 pub use handlers::{
     GRANT_TYPES, METADATA_PATH, REGISTER_PATH, RESPONSE_TYPES, TOKEN_ENDPOINT_AUTH_METHODS,
 };
+pub use protected_resource::{ProtectedResource, PROTECTED_RESOURCE_METADATA_PATH};
 pub use store::{ClientRecord, IssuedSecret, Refused, Store};
+
+use client_id_documents::DocumentFetcher;
+use handlers::HttpResponse;
+use protected_resource::ServedResource;
 
 /// The default largest request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -84,6 +97,12 @@ pub struct ServerConfig {
     pub client_secret_ttl: Option<Duration>,
     /// Largest request body; bigger ones get `413`. Default 64 KiB.
     pub max_body_bytes: usize,
+    /// Serve RFC 9728 metadata for this resource, naming this server as its
+    /// authorization server. Default: none.
+    pub protected_resource: Option<ProtectedResource>,
+    /// Accept Client ID Metadata Documents at `/authorize` and advertise
+    /// `client_id_metadata_document_supported: true`. Default: off.
+    pub client_id_metadata_documents: Option<ClientIdDocuments>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +113,8 @@ impl Default for ServerConfig {
             rotate_registration_access_token: false,
             client_secret_ttl: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            protected_resource: None,
+            client_id_metadata_documents: None,
         }
     }
 }
@@ -115,6 +136,11 @@ impl fmt::Debug for ServerConfig {
             )
             .field("client_secret_ttl", &self.client_secret_ttl)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("protected_resource", &self.protected_resource)
+            .field(
+                "client_id_metadata_documents",
+                &self.client_id_metadata_documents,
+            )
             .finish()
     }
 }
@@ -132,6 +158,16 @@ impl ServerConfig {
             return Err(ServerError::InvalidConfig(
                 "max_body_bytes must be positive".into(),
             ));
+        }
+        if let Some(resource) = &self.protected_resource {
+            resource.check()?;
+        }
+        if let Some(documents) = &self.client_id_metadata_documents {
+            if documents.max_document_bytes == 0 || documents.fetch_timeout.is_zero() {
+                return Err(ServerError::InvalidConfig(
+                    "client_id_metadata_documents: max_document_bytes and fetch_timeout must be positive".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -180,15 +216,27 @@ pub fn start_on(handle: &Handle, config: ServerConfig) -> Result<RunningServer, 
 
     let base_url = base_url(local_addr);
     let store = Arc::new(Store::new(format!("{base_url}{REGISTER_PATH}")));
+    let issuer = base_url.clone();
     let app = Arc::new(App {
-        metadata: authorization_server_metadata(&base_url),
+        metadata: authorization_server_metadata(&base_url, &config),
+        resource: config
+            .protected_resource
+            .as_ref()
+            .map(|resource| resource.resolve(&base_url, &issuer)),
+        documents: config
+            .client_id_metadata_documents
+            .clone()
+            .map(DocumentFetcher::new),
+        issuer,
         store: Arc::clone(&store),
         config,
     });
     let lifecycle = Arc::new(Lifecycle::default());
+    let resource = app.resource.as_ref().map(|r| r.resource().to_owned());
     handle.spawn(accept_loop(listener, app, Arc::clone(&lifecycle)));
     Ok(RunningServer {
         local_addr,
+        resource,
         base_url,
         store,
         shutdown: ShutdownHandle { lifecycle },
@@ -199,6 +247,7 @@ pub fn start_on(handle: &Handle, config: ServerConfig) -> Result<RunningServer, 
 pub struct RunningServer {
     local_addr: SocketAddr,
     base_url: String,
+    resource: Option<String>,
     store: Arc<Store>,
     shutdown: ShutdownHandle,
 }
@@ -228,6 +277,12 @@ impl RunningServer {
     /// `<base url>/register`.
     pub fn registration_endpoint(&self) -> String {
         format!("{}{REGISTER_PATH}", self.base_url)
+    }
+
+    /// The configured protected resource's identifier (RFC 9728 `resource`),
+    /// a path resolved against the base URL; `None` without one.
+    pub fn resource(&self) -> Option<&str> {
+        self.resource.as_deref()
     }
 
     /// The registered clients.
@@ -355,6 +410,28 @@ pub(crate) struct App {
     store: Arc<Store>,
     /// The RFC 8414 document, built once.
     metadata: Value,
+    /// The issuer identifier: the base URL.
+    issuer: String,
+    /// RFC 9728 metadata and challenge, when configured.
+    resource: Option<ServedResource>,
+    /// Client ID Metadata Documents, when accepted.
+    documents: Option<DocumentFetcher>,
+}
+
+/// The routes of the optional parts, tried before registration's:
+/// protected resource metadata and the resource's challenge, and the
+/// authorization endpoint. `None` for every other request.
+async fn route_discovery(app: &App, parts: &Parts) -> Option<HttpResponse> {
+    let path = parts.uri.path();
+    if path == AUTHORIZE_PATH {
+        return Some(match parts.method {
+            http::Method::GET => authorize::authorize(app, parts).await,
+            _ => handlers::method_not_allowed("GET"),
+        });
+    }
+    app.resource
+        .as_ref()
+        .and_then(|resource| resource.route(&parts.method, path))
 }
 
 /// Raises `stopped` however the accept loop ends, even if its task is
@@ -440,19 +517,34 @@ fn base_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-/// RFC 8414 §2. The authorization and token endpoints are placeholders:
-/// this server only registers clients.
-fn authorization_server_metadata(base_url: &str) -> Value {
-    json!({
+/// RFC 8414 §2. The token endpoint is a placeholder: this server registers
+/// clients and has a development authorization endpoint, no token endpoint.
+/// `scopes_supported` comes from the protected resource, and
+/// `client_id_metadata_document_supported` (draft §5) is there when
+/// documents are accepted.
+fn authorization_server_metadata(base_url: &str, config: &ServerConfig) -> Value {
+    let mut metadata = json!({
         "issuer": base_url,
-        "authorization_endpoint": format!("{base_url}/authorize"),
+        "authorization_endpoint": format!("{base_url}{AUTHORIZE_PATH}"),
         "token_endpoint": format!("{base_url}/token"),
         "registration_endpoint": format!("{base_url}{REGISTER_PATH}"),
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
         "grant_types_supported": GRANT_TYPES,
         "response_types_supported": RESPONSE_TYPES,
         "code_challenge_methods_supported": ["S256"],
-    })
+        "authorization_response_iss_parameter_supported": true,
+    });
+    if let Some(resource) = config
+        .protected_resource
+        .as_ref()
+        .filter(|r| !r.scopes_supported.is_empty())
+    {
+        metadata["scopes_supported"] = json!(resource.scopes_supported);
+    }
+    if config.client_id_metadata_documents.is_some() {
+        metadata[crate::client_id_metadata_document::SUPPORTED_METADATA] = json!(true);
+    }
+    metadata
 }
 
 /// `client_secret_expires_at` for a secret issued at `now`: `0` (never)
