@@ -502,8 +502,10 @@ defmodule Bench do
 
     receive(do: ({:watching, ^watcher} -> :ok))
     result = call.()
-    # A slice is reported when the process is scheduled out.
-    :erlang.yield()
+    # A slice is reported when the process is scheduled out: waiting for the
+    # watcher's answer does that before :stop is sent.
+    send(watcher, :sync)
+    receive(do: ({:synced, ^watcher} -> :ok))
     send(watcher, :stop)
     receive(do: ({:slices, ^watcher, longest} -> {result, longest}))
   end
@@ -515,6 +517,10 @@ defmodule Bench do
         watch_slices(caller, max(longest, info[:timeout]))
 
       {:monitor, _other, :long_schedule, _info} ->
+        watch_slices(caller, longest)
+
+      :sync ->
+        send(caller, {:synced, self()})
         watch_slices(caller, longest)
 
       :stop ->

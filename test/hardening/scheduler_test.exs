@@ -43,11 +43,17 @@ defmodule ExMCP.Hardening.SchedulerTest do
     end
 
     result = fun.()
-    # A slice is reported when its process is scheduled out: make that happen
-    # before asking for the events. Another process is waiting once it has
-    # been scheduled out (polled, not slept for).
+    # A slice is reported when its process is scheduled out. Another process
+    # is waiting once it has been (polled, not slept for); this one is
+    # scheduled out by waiting for the watcher's answer, so its report is in
+    # the watcher's queue before :stop.
     Enum.each(also, &await_waiting/1)
-    :erlang.yield()
+    send(watcher, :sync)
+
+    receive do
+      {:synced, ^watcher} -> :ok
+    end
+
     send(watcher, :stop)
 
     receive do
@@ -66,6 +72,10 @@ defmodule ExMCP.Hardening.SchedulerTest do
     receive do
       {:monitor, pid, :long_schedule, info} ->
         watch(caller, watched, if(pid in watched, do: [info[:timeout] | slices], else: slices))
+
+      :sync ->
+        send(caller, {:synced, self()})
+        watch(caller, watched, slices)
 
       :stop ->
         :erlang.system_monitor(:undefined)
@@ -108,6 +118,10 @@ defmodule ExMCP.Hardening.SchedulerTest do
   # values, 1 MiB of text).
   defp largest_extra, do: Map.new(1..49_000, &{"k#{&1}", "v"})
 
+  # 40,000 redirect URIs (960 KB): each is parsed and checked (RFC 8252), the
+  # costliest values per byte, whatever state the allocator is in.
+  defp many_redirect_uris, do: for(i <- 1..40_000, do: "https://a.example/c#{100_000 + i}")
+
   describe "request maps" do
     test "the largest accepted request is converted off the normal schedulers" do
       server = FixtureServer.start!(&created/1)
@@ -141,8 +155,9 @@ defmodule ExMCP.Hardening.SchedulerTest do
       request = %{
         registration_endpoint: "http://auth.example.com/register",
         client_name: "x",
-        redirect_uris: ["http://localhost/cb"],
-        extra: largest_extra()
+        redirect_uris: many_redirect_uris(),
+        # A typo that converting the map would report first.
+        redirect_uri: "https://a.example/typo"
       }
 
       result = bounded("register, wrong endpoint", fn -> CR.register_client(request) end)
@@ -251,17 +266,24 @@ defmodule ExMCP.Hardening.SchedulerTest do
   describe "client_metadata_document/3" do
     # draft-ietf-oauth-client-id-metadata-document-00 §4.1: the document is
     # built from the caller's metadata map, as large as a request map.
-    test "a large metadata map is converted off the normal schedulers" do
-      metadata = %{client_name: "Large", redirect_uris: ["http://127.0.0.1/cb"], extra: largest_extra()}
+    test "a large metadata map is converted and checked off the normal schedulers" do
+      metadata = %{client_name: "Large", redirect_uris: many_redirect_uris()}
       url = "https://app.example.com/oauth/client.json"
 
       result =
-        bounded("client_metadata_document, 49,000 extra members", fn ->
+        bounded("client_metadata_document, 40,000 redirect URIs", fn ->
           CR.client_metadata_document(url, metadata)
         end)
 
-      assert {:ok, %{"client_id" => ^url} = document} = result
-      assert map_size(document) > 49_000
+      assert {:ok, %{"client_id" => ^url, "redirect_uris" => uris}} = result
+      assert length(uris) == 40_000
+
+      over = Map.put(metadata, :extra, Map.new(1..60_000, &{"k#{&1}", &1}))
+
+      assert CR.client_metadata_document(url, over) ==
+               {:error,
+                {:invalid_field, :extra,
+                 "is too large: a request map holds at most 50000 values and 1048576 bytes of text"}}
     end
   end
 
