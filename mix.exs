@@ -16,6 +16,8 @@ defmodule ExMCP.Registration.MixProject do
       compilers: [:ex_mcp_native] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
+      # Test files compile without warnings: `mix test` fails on any.
+      aliases: [test: "test --warnings-as-errors"],
       description:
         "RFC 7591/7592 dynamic client registration for MCP clients, with a Rust (rustler) networking core",
       docs: [main: "ExMCP.Authorization.ClientRegistration"]

@@ -48,7 +48,7 @@ defmodule ExMCP.Authorization.AppEnvTest do
   test "an ill-typed application env value raises ArgumentError naming the option" do
     Application.put_env(@app, :timeout, "soon")
 
-    assert_raise ArgumentError, ~r/option :timeout must be a positive integer/, fn ->
+    assert_raise ArgumentError, ~r/invalid option :timeout: must be an integer from 1 to 4294967295/, fn ->
       CR.register_client(%{})
     end
   end

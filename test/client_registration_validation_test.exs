@@ -209,7 +209,7 @@ defmodule ExMCP.Authorization.ClientRegistrationValidationTest do
         CR.get_client_information("https://a.example/r", "t", initial_access_token: "x")
       end
 
-      assert_raise ArgumentError, ~r/:timeout must be a positive integer/, fn ->
+      assert_raise ArgumentError, ~r/invalid option :timeout: must be an integer from 1 to 4294967295/, fn ->
         CR.register_client(request(), timeout: 0)
       end
 

@@ -13,8 +13,6 @@ defmodule ExMCP.Test.JSON do
   Non-ASCII text is written as raw UTF-8.
   """
 
-  import Bitwise
-
   # -- Encoding ----------------------------------------------------------------
 
   @doc "Encodes a term as a JSON binary."
@@ -65,131 +63,16 @@ defmodule ExMCP.Test.JSON do
 
   # -- Decoding ----------------------------------------------------------------
 
-  @doc "Decodes a JSON binary; raises `ArgumentError` on anything invalid."
+  @doc """
+  Decodes a JSON binary; raises `ArgumentError` on anything invalid. The
+  decoder is the Mix compiler's (mix/native_compiler.exs), the one JSON
+  reader written in Elixir in this project.
+  """
   @spec decode!(binary()) :: term()
   def decode!(json) when is_binary(json) do
-    {value, rest} = value(skip_ws(json))
-
-    case skip_ws(rest) do
-      "" -> value
-      rest -> fail(rest, "unexpected data after the value")
+    case Mix.Tasks.Compile.ExMcpNative.JSON.decode(json) do
+      {:ok, value} -> value
+      {:error, :invalid} -> raise ArgumentError, "invalid JSON: #{inspect(json, limit: 80)}"
     end
-  end
-
-  defp skip_ws(<<c, rest::binary>>) when c in [?\s, ?\t, ?\r, ?\n], do: skip_ws(rest)
-  defp skip_ws(rest), do: rest
-
-  defp value("{" <> rest), do: object(skip_ws(rest))
-  defp value("[" <> rest), do: array(skip_ws(rest))
-  defp value("\"" <> rest), do: string(rest, [])
-  defp value("true" <> rest), do: {true, rest}
-  defp value("false" <> rest), do: {false, rest}
-  defp value("null" <> rest), do: {nil, rest}
-  defp value(<<c, _::binary>> = json) when c == ?- or c in ?0..?9, do: number(json)
-  defp value(rest), do: fail(rest, "expected a value")
-
-  defp object("}" <> rest), do: {%{}, rest}
-  defp object(json), do: members(json, %{})
-
-  defp members("\"" <> rest, acc) do
-    {key, rest} = string(rest, [])
-
-    rest =
-      case skip_ws(rest) do
-        ":" <> rest -> skip_ws(rest)
-        rest -> fail(rest, "expected ':' after an object key")
-      end
-
-    {value, rest} = value(rest)
-    acc = Map.put(acc, key, value)
-
-    case skip_ws(rest) do
-      "," <> rest -> members(skip_ws(rest), acc)
-      "}" <> rest -> {acc, rest}
-      rest -> fail(rest, "expected ',' or '}' in an object")
-    end
-  end
-
-  defp members(rest, _acc), do: fail(rest, "expected a string object key")
-
-  defp array("]" <> rest), do: {[], rest}
-  defp array(json), do: elements(json, [])
-
-  defp elements(json, acc) do
-    {value, rest} = value(json)
-
-    case skip_ws(rest) do
-      "," <> rest -> elements(skip_ws(rest), [value | acc])
-      "]" <> rest -> {Enum.reverse([value | acc]), rest}
-      rest -> fail(rest, "expected ',' or ']' in an array")
-    end
-  end
-
-  defp string("\"" <> rest, acc) do
-    string = IO.iodata_to_binary(acc)
-    if String.valid?(string), do: {string, rest}, else: fail(rest, "a string is not valid UTF-8")
-  end
-
-  defp string("\\" <> rest, acc), do: string_escape(rest, acc)
-  defp string(<<c, _::binary>> = rest, _acc) when c < 0x20, do: fail(rest, "unescaped control character")
-  defp string(<<c, rest::binary>>, acc), do: string(rest, [acc, c])
-  defp string(<<>>, _acc), do: fail(<<>>, "unterminated string")
-
-  @simple_escapes %{?" => ?", ?\\ => ?\\, ?/ => ?/, ?b => ?\b, ?f => ?\f, ?n => ?\n, ?r => ?\r, ?t => ?\t}
-
-  defp string_escape(<<c, rest::binary>>, acc) when is_map_key(@simple_escapes, c),
-    do: string(rest, [acc, Map.fetch!(@simple_escapes, c)])
-
-  defp string_escape(<<?u, hex::binary-size(4), rest::binary>> = json, acc) do
-    case hex4(hex) do
-      high when high in 0xD800..0xDBFF ->
-        with <<?\\, ?u, low_hex::binary-size(4), rest::binary>> <- rest,
-             low when low in 0xDC00..0xDFFF <- hex4(low_hex) do
-          code = 0x10000 + ((high - 0xD800) <<< 10) + (low - 0xDC00)
-          string(rest, [acc, <<code::utf8>>])
-        else
-          _ -> fail(json, "lone high surrogate")
-        end
-
-      low when low in 0xDC00..0xDFFF ->
-        fail(json, "lone low surrogate")
-
-      code when is_integer(code) ->
-        string(rest, [acc, <<code::utf8>>])
-
-      :error ->
-        fail(json, "invalid \\u escape")
-    end
-  end
-
-  defp string_escape(rest, _acc), do: fail(rest, "invalid escape")
-
-  defp hex4(hex) do
-    if hex =~ ~r/\A[0-9a-fA-F]{4}\z/, do: String.to_integer(hex, 16), else: :error
-  end
-
-  @number ~r/\A(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][+-]?[0-9]+)?/
-
-  defp number(json) do
-    case Regex.run(@number, json) do
-      nil ->
-        fail(json, "invalid number")
-
-      [text | groups] ->
-        rest = binary_part(json, byte_size(text), byte_size(json) - byte_size(text))
-
-        case groups do
-          [integer] ->
-            {String.to_integer(integer), rest}
-
-          [integer, fraction | exponent] ->
-            fraction = if fraction == "", do: ".0", else: fraction
-            {String.to_float(integer <> fraction <> Enum.join(exponent)), rest}
-        end
-    end
-  end
-
-  defp fail(rest, message) do
-    raise ArgumentError, "invalid JSON: #{message} at #{inspect(binary_slice(rest, 0, 20))}"
   end
 end

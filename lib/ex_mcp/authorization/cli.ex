@@ -6,6 +6,7 @@ defmodule ExMCP.Authorization.CLI do
   alias ExMCP.Authorization.{ClientRegistration, Native}
 
   @doc "Parses `argv` strictly; an unknown flag stops the task with its name."
+  @spec parse!([String.t()], keyword(atom()), String.t()) :: {keyword(), [String.t()]}
   def parse!(argv, switches, task) do
     case OptionParser.parse(argv, strict: switches) do
       {opts, args, []} -> {opts, args}
@@ -14,6 +15,7 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "Library options from the shared flags."
+  @spec call_options(keyword()) :: [ClientRegistration.option()]
   def call_options(opts) do
     Enum.flat_map([:timeout, :cacertfile, :proxy], fn key ->
       case Keyword.fetch(opts, key) do
@@ -25,6 +27,7 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "A client information map as the JSON document a server would send."
+  @spec to_json(map()) :: String.t()
   def to_json(client) do
     document =
       client
@@ -41,6 +44,7 @@ defmodule ExMCP.Authorization.CLI do
   Reads a credential file: `{uri, token, document}`, the registration client
   URI, the registration access token and the whole JSON document.
   """
+  @spec read_credentials!(Path.t()) :: {String.t(), String.t(), map()}
   def read_credentials!(path) do
     with {:ok, text} <- File.read(path),
          {:ok, %{} = document} <- Native.json_decode(text),
@@ -59,6 +63,7 @@ defmodule ExMCP.Authorization.CLI do
   mode 0600 before the secret goes in, then renamed over `path` (see
   `native/ex_mcp_nif/src/private_file.rs`).
   """
+  @spec write_credentials!(Path.t(), map()) :: :ok
   def write_credentials!(path, client) do
     case Native.write_private_file(Path.expand(path), to_json(client) <> "\n") do
       :ok -> :ok
@@ -67,8 +72,10 @@ defmodule ExMCP.Authorization.CLI do
   end
 
   @doc "Stops the task with a non-zero exit and the error in one sentence."
+  @spec fail!(ClientRegistration.reason()) :: no_return()
   def fail!(reason), do: Mix.raise(ClientRegistration.format_error(reason))
 
   @doc "Status lines go to stderr, so stdout holds only the JSON."
+  @spec info(String.t()) :: :ok
   def info(message), do: IO.puts(:stderr, message)
 end

@@ -93,9 +93,9 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
   | Option | Default | Meaning |
   |---|---|---|
-  | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included. |
-  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP, proxy tunnel and TLS). Applies to the connections this call opens; calls with different values share one connection pool. |
-  | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. |
+  | `:timeout` | `15_000` | Milliseconds for the whole call, every round trip and body read included; at most `4_294_967_295` (the VM's `receive` limit). |
+  | `:connect_timeout` | `5_000` | Milliseconds to open a connection (TCP, proxy tunnel and TLS); at most `4_294_967_295`. Applies to the connections this call opens; calls with different values share one connection pool. |
+  | `:max_response_bytes` | `1_048_576` | Largest response body read; more is `{:request_failed, {:body_too_large, limit}}`. At most 2^64 − 1. |
   | `:headers` | `[]` | Extra request headers, `[{name, value}]` strings. `accept`, `authorization`, `content-type`, `content-length`, `host`, `connection` and `transfer-encoding` are the library's. |
   | `:cacertfile` | `nil` | PEM file of CA certificates trusted in addition to the built-in roots. A regular file of at most 4 MiB holding only `CERTIFICATE` sections; read off the runtime's async threads, within `:timeout`, and read again when it changes. |
   | `:proxy` | `nil` | `nil`: connect directly, ignoring `HTTP_PROXY` and friends. `"http://host:port"` or `"https://host:port"`, optionally with `user:password@` (sent as `Proxy-Authorization: Basic`, never shown in errors or logs): go through that proxy; https targets use a `CONNECT` tunnel. `:system`: the proxy named by the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` environment variables of the OS process, as they were when the VM started (`System.put_env/2` does not change them). |
@@ -114,8 +114,10 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
       config :ex_mcp_registration, timeout: 30_000, cacertfile: "/etc/ssl/corp-ca.pem"
 
-  An unknown or ill-typed option raises `ArgumentError` naming the option
-  (a malformed `:proxy` is never quoted: it may hold a password).
+  An unknown or ill-typed option, or an integer out of its range, raises
+  `ArgumentError` naming the option, before anything is sent (a malformed
+  `:proxy` is never quoted: it may hold a password). The default values come
+  from the Rust core (`Options::default()`), which also checks every value.
   Through a proxy, a refused `CONNECT` or a 407 is `{:request_failed, {:proxy, _}}`;
   for a plain-http endpoint any other answer the proxy writes itself (a
   403, tinyproxy's 401) cannot be told from the server's and is
@@ -421,14 +423,6 @@ defmodule ExMCP.Authorization.ClientRegistration do
   @deadline_margin 100
 
   @common_options [:timeout, :connect_timeout, :max_response_bytes, :headers, :cacertfile, :proxy]
-  @defaults [
-    timeout: 15_000,
-    connect_timeout: 5_000,
-    max_response_bytes: 1_048_576,
-    headers: [],
-    cacertfile: nil,
-    proxy: nil
-  ]
 
   @doc """
   Registers a new client with the authorization server (RFC 7591 §3).
@@ -533,7 +527,13 @@ defmodule ExMCP.Authorization.ClientRegistration do
         &1
       )
 
-    case Native.call(start, min(opts[:timeout] + @deadline_margin, 0xFFFFFFFF)) do
+    # A :timeout that is not an integer is refused by the NIF before any wait.
+    wait =
+      if is_integer(opts[:timeout]),
+        do: min(opts[:timeout] + @deadline_margin, 0xFFFFFFFF),
+        else: opts[:timeout]
+
+    case Native.call(start, wait) do
       {:error, {:credentials_rotated, %{} = client, reason}} ->
         {:error, {:credentials_rotated, %RotatedCredentials{client: client}, reason}}
 
@@ -905,50 +905,41 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
     configured = for key <- @common_options, (value = Application.get_env(@app, key)) != nil, do: {key, value}
 
-    @defaults
-    |> Keyword.merge(configured)
-    |> Keyword.merge(opts)
-    |> Enum.map(fn {key, value} -> {key, check_option!(key, value)} end)
+    # One place per rule: the integer defaults come from the Rust core
+    # (`Options::default()`, through the NIF), and the NIF checks every value
+    # it is given, raising as `ArgumentError` before anything is sent.
+    opts =
+      Native.option_defaults()
+      |> Map.to_list()
+      |> Keyword.merge(configured)
+      |> Keyword.merge(opts)
+      |> Enum.map(fn {key, value} -> {key, option!(key, value)} end)
+
+    case Native.check_options(Map.new(opts)) do
+      :ok ->
+        opts
+
+      {:error, {:invalid_option, name, message}} ->
+        raise ArgumentError, "invalid option #{inspect(name)}: #{message}"
+    end
   end
 
-  defp check_option!(key, value) when key in [:timeout, :connect_timeout, :max_response_bytes] do
-    if is_integer(value) and value > 0,
-      do: value,
-      else: raise(ArgumentError, "option #{inspect(key)} must be a positive integer, got: #{inspect(value)}")
+  # A charlist path is a path too.
+  defp option!(:cacertfile, path) when is_list(path) do
+    case :unicode.characters_to_binary(path) do
+      binary when is_binary(binary) -> binary
+      _ -> path
+    end
   end
 
-  defp check_option!(:headers, headers) do
-    valid? = is_list(headers) and Enum.all?(headers, &match?({n, v} when is_binary(n) and is_binary(v), &1))
+  # Only this module reads :replace.
+  defp option!(:replace, flag) when is_boolean(flag), do: flag
 
-    if valid?,
-      do: headers,
-      else: raise(ArgumentError, "option :headers must be a list of {name, value} string tuples")
-  end
+  defp option!(:replace, other),
+    do: raise(ArgumentError, "option :replace must be a boolean, got: #{inspect(other)}")
 
-  defp check_option!(:cacertfile, nil), do: nil
-  defp check_option!(:cacertfile, path) when is_binary(path), do: path
-  defp check_option!(:cacertfile, path) when is_list(path), do: List.to_string(path)
-
-  defp check_option!(:cacertfile, other),
-    do: raise(ArgumentError, "option :cacertfile must be a path, got: #{type_name(other)}")
-
-  defp check_option!(:proxy, proxy) when is_binary(proxy) or proxy in [nil, :system], do: proxy
-
-  # Never echo a proxy URL: it may hold a password. Rust checks its form.
-  defp check_option!(:proxy, other),
-    do:
-      raise(
-        ArgumentError,
-        "option :proxy must be an http:// or https:// URL string, :system or nil, got: #{type_name(other)}"
-      )
-
-  defp check_option!(:initial_access_token, token) when is_binary(token) or is_nil(token), do: token
-
-  # Never echo a token, not even a malformed one.
-  defp check_option!(:initial_access_token, other),
-    do: raise(ArgumentError, "option :initial_access_token must be a string, got: #{type_name(other)}")
-
-  defp check_option!(:www_authenticate, value) do
+  # The discovery flow's own options (not read by the transport NIF).
+  defp option!(:www_authenticate, value) do
     values = List.wrap(value)
 
     if values != [] and Enum.all?(values, &is_binary/1),
@@ -956,41 +947,38 @@ defmodule ExMCP.Authorization.ClientRegistration do
       else: raise(ArgumentError, "option :www_authenticate must be a string or a list of strings")
   end
 
-  defp check_option!(key, value) when key in [:resource_metadata_url, :issuer, :client_metadata_url] do
+  defp option!(key, value) when key in [:resource_metadata_url, :issuer, :client_metadata_url] do
     if is_binary(value) or (is_nil(value) and key != :client_metadata_url),
       do: value,
       else: raise(ArgumentError, "option #{inspect(key)} must be a URL string, got: #{type_name(value)}")
   end
 
-  defp check_option!(:allow_private_networks, flag) when is_boolean(flag), do: flag
+  defp option!(:allow_private_networks, flag) when is_boolean(flag), do: flag
 
-  defp check_option!(:allow_private_networks, other),
+  defp option!(:allow_private_networks, other),
     do: raise(ArgumentError, "option :allow_private_networks must be a boolean, got: #{inspect(other)}")
 
-  defp check_option!(:client_id, id) when is_binary(id) and id != "", do: id
+  defp option!(:client_id, id) when is_binary(id) and id != "", do: id
 
-  defp check_option!(:client_id, other),
+  defp option!(:client_id, other),
     do: raise(ArgumentError, "option :client_id must be a non-empty string, got: #{type_name(other)}")
 
   # Never echo a secret, not even a malformed one.
-  defp check_option!(:client_secret, secret) when is_binary(secret) or is_nil(secret), do: secret
+  defp option!(:client_secret, secret) when is_binary(secret) or is_nil(secret), do: secret
 
-  defp check_option!(:client_secret, other),
+  defp option!(:client_secret, other),
     do: raise(ArgumentError, "option :client_secret must be a string, got: #{type_name(other)}")
 
-  defp check_option!(:token_endpoint_auth_method, method) when is_binary(method) and method != "", do: method
+  defp option!(:token_endpoint_auth_method, method) when is_binary(method) and method != "", do: method
 
-  defp check_option!(:token_endpoint_auth_method, other),
+  defp option!(:token_endpoint_auth_method, other),
     do:
       raise(
         ArgumentError,
         "option :token_endpoint_auth_method must be a non-empty string, got: #{inspect(other)}"
       )
 
-  defp check_option!(:replace, flag) when is_boolean(flag), do: flag
-
-  defp check_option!(:replace, other),
-    do: raise(ArgumentError, "option :replace must be a boolean, got: #{inspect(other)}")
+  defp option!(_key, value), do: value
 
   defp native_options(opts), do: Map.new(Keyword.delete(opts, :replace))
 

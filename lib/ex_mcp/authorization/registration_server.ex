@@ -208,19 +208,19 @@ defmodule ExMCP.Authorization.RegistrationServer do
           | {:max_document_bytes, pos_integer()}
           | {:cacertfile, Path.t() | nil}
 
-  @defaults [
-    port: 0,
-    ip: {127, 0, 0, 1},
-    initial_access_token: nil,
-    rotate_registration_access_token: false,
-    client_secret_expires_in: 0,
-    max_body_bytes: 65_536,
-    protected_resource: nil,
-    client_id_metadata_documents: false
+  @option_keys [
+    :port,
+    :ip,
+    :initial_access_token,
+    :rotate_registration_access_token,
+    :client_secret_expires_in,
+    :max_body_bytes,
+    :protected_resource,
+    :client_id_metadata_documents,
+    :name
   ]
   @protected_resource_keys [:resource, :scopes_supported, :resource_name]
   @client_id_metadata_documents_keys [:allow_loopback, :fetch_timeout, :max_document_bytes, :cacertfile]
-  @option_keys Keyword.keys(@defaults) ++ [:name]
 
   @doc """
   Starts the server, linked to the caller, and returns once it is listening.
@@ -391,7 +391,8 @@ defmodule ExMCP.Authorization.RegistrationServer do
 
   @impl GenServer
   def terminate(_reason, %{resource: resource}) do
-    Native.server_stop(resource)
+    # Stopping is best effort: {:error, :timeout} leaves nothing to do here.
+    _ = Native.server_stop(resource)
     :ok
   end
 
@@ -419,67 +420,35 @@ defmodule ExMCP.Authorization.RegistrationServer do
       check_option!(key, value)
     end)
 
-    opts = Keyword.merge(@defaults, opts)
+    # One place per rule: absent options take the Rust core's defaults
+    # (ServerConfig::default()), and the NIF's reader checks every value.
+    config = opts |> Keyword.delete(:name) |> Map.new(fn {key, value} -> {key, native_value(key, value)} end)
 
-    config = %{
-      ip: opts[:ip] |> :inet.ntoa() |> List.to_string(),
-      port: opts[:port],
-      initial_access_token: opts[:initial_access_token],
-      rotate_registration_access_token: opts[:rotate_registration_access_token],
-      client_secret_expires_in: opts[:client_secret_expires_in],
-      max_body_bytes: opts[:max_body_bytes],
-      protected_resource: opts[:protected_resource] && Map.new(opts[:protected_resource]),
-      client_id_metadata_documents: client_id_metadata_documents(opts[:client_id_metadata_documents])
-    }
+    case Native.server_check_config(config) do
+      :ok ->
+        {opts[:name], config}
 
-    {opts[:name], config}
+      {:error, {:invalid_option, key, message}} ->
+        raise ArgumentError, "invalid option #{inspect(key)}: #{message}"
+    end
   end
 
-  defp check_option!(:port, port) when is_integer(port) and port in 0..65_535, do: :ok
-
-  defp check_option!(:port, other),
-    do: raise(ArgumentError, "option :port must be an integer from 0 to 65535, got: #{inspect(other)}")
-
-  defp check_option!(:ip, ip) do
+  # The NIF reads an address as a string.
+  defp native_value(:ip, ip) do
     unless :inet.is_ip_address(ip) do
       raise ArgumentError,
             "option :ip must be an IP address tuple such as {127, 0, 0, 1}, got: #{inspect(ip)}"
     end
+
+    ip |> :inet.ntoa() |> List.to_string()
   end
 
-  defp check_option!(:initial_access_token, nil), do: :ok
-
-  # Never echo a token, not even a malformed one.
-  defp check_option!(:initial_access_token, token) do
-    unless is_binary(token) and token =~ ~r/\A[\x21-\x7E]+\z/ do
-      raise ArgumentError,
-            "option :initial_access_token must be a non-empty string of visible ASCII characters without spaces"
-    end
-  end
-
-  defp check_option!(:rotate_registration_access_token, flag) when is_boolean(flag), do: :ok
-
-  defp check_option!(:rotate_registration_access_token, other),
-    do:
-      raise(
-        ArgumentError,
-        "option :rotate_registration_access_token must be a boolean, got: #{inspect(other)}"
-      )
-
-  defp check_option!(:client_secret_expires_in, seconds) when is_integer(seconds) and seconds >= 0,
-    do: :ok
-
-  defp check_option!(:client_secret_expires_in, other),
-    do:
-      raise(
-        ArgumentError,
-        "option :client_secret_expires_in must be a non-negative integer (seconds, 0 for never), got: #{inspect(other)}"
-      )
-
-  defp check_option!(:max_body_bytes, bytes) when is_integer(bytes) and bytes > 0, do: :ok
-
-  defp check_option!(:max_body_bytes, other),
-    do: raise(ArgumentError, "option :max_body_bytes must be a positive integer, got: #{inspect(other)}")
+  defp native_value(:protected_resource, nil), do: nil
+  defp native_value(:protected_resource, opts), do: Map.new(opts)
+  defp native_value(:client_id_metadata_documents, false), do: nil
+  defp native_value(:client_id_metadata_documents, true), do: %{}
+  defp native_value(:client_id_metadata_documents, opts), do: Map.new(opts)
+  defp native_value(_key, value), do: value
 
   defp check_option!(:protected_resource, nil), do: :ok
 
@@ -532,6 +501,8 @@ defmodule ExMCP.Authorization.RegistrationServer do
         "option :name must be an atom, {:global, term} or {:via, module, term}, got: #{inspect(other)}"
       )
 
+  defp check_option!(_key, _value), do: :ok
+
   defp check_keyword!(option, opts, keys) do
     unless is_list(opts) and Keyword.keyword?(opts) do
       raise ArgumentError, "option #{inspect(option)} must be a keyword list, got: #{kind(opts)}"
@@ -545,8 +516,4 @@ defmodule ExMCP.Authorization.RegistrationServer do
       end
     end)
   end
-
-  defp client_id_metadata_documents(false), do: nil
-  defp client_id_metadata_documents(true), do: %{}
-  defp client_id_metadata_documents(opts), do: Map.new(opts)
 end

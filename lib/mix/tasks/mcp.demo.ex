@@ -174,11 +174,13 @@ defmodule Mix.Tasks.Mcp.Demo do
   defp answer(socket, json) do
     case :gen_tcp.recv(socket, 0, 5_000) do
       {:ok, :http_eoh} ->
-        :gen_tcp.send(socket, [
-          "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\n",
-          "content-length: #{byte_size(json)}\r\nconnection: close\r\n\r\n",
-          json
-        ])
+        # The closing below ends the exchange whether or not the send worked.
+        _ =
+          :gen_tcp.send(socket, [
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\n",
+            "content-length: #{byte_size(json)}\r\nconnection: close\r\n\r\n",
+            json
+          ])
 
         :gen_tcp.close(socket)
 

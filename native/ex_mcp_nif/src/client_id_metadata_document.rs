@@ -5,8 +5,8 @@
 //! The metadata map is the caller's and may be as large as a request map
 //! (`budget::REQUEST`), so this runs on a dirty CPU scheduler.
 
+use crate::etf;
 use mcp_registration::client_id_metadata_document;
-use mcp_registration::etf;
 use rustler::{Binary, Encoder, Env, Term};
 use serde_json::Value;
 

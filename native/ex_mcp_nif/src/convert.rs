@@ -1,9 +1,9 @@
 //! Elixir terms to JSON values, and error reasons for the calling process.
-//! Terms going the other way are written as ETF by `mcp_registration::etf`;
+//! Terms going the other way are written as ETF by `crate::etf`;
 //! atoms are only ever this crate's fixed names or the caller's existing
 //! ones, never made from data a server sent.
 
-use mcp_registration::etf::{self, AtomTable};
+use crate::etf::{self, AtomTable};
 use mcp_registration::{Error, RequestError};
 use rustler::types::atom::Atom;
 use rustler::types::map::MapIterator;
@@ -164,9 +164,9 @@ fn to_json(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, NotJs
     }
 }
 
-/// Decodes ETF bytes made by `mcp_registration::etf` into a term of the
-/// calling process. Only for NIFs running on a scheduler, and on a normal one
-/// only for small or bounded terms (see `budget`).
+/// Decodes ETF bytes made by `crate::etf` into a term of the calling
+/// process. Only for NIFs running on a scheduler, and on a normal one only
+/// for small or bounded terms (see `budget`).
 pub fn from_etf<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     env.binary_to_term(bytes)
         .expect("etf.rs writes valid external terms")

@@ -106,6 +106,6 @@ fn text(term: Term) -> Option<String> {
 fn reason<'a>(env: Env<'a>, error: &Error) -> Term<'a> {
     convert::from_etf(
         env,
-        &mcp_registration::etf::reason(error, &convert::ExistingAtoms(env)),
+        &crate::etf::reason(error, &convert::ExistingAtoms(env)),
     )
 }

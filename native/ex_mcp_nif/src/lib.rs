@@ -7,6 +7,8 @@ mod budget;
 mod client_id_metadata_document;
 mod convert;
 mod discovery;
+mod etf;
+mod init;
 mod nifs;
 mod pending;
 mod private_file;
@@ -22,5 +24,3 @@ mod test_hooks;
 /// keeps its own allocators.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-rustler::init!("Elixir.ExMCP.Authorization.Native", load = runtime::load);

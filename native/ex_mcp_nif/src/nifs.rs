@@ -4,11 +4,11 @@
 //! (header syntax, token characters) comes back as `{:invalid_option, ...}`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::etf;
 use mcp_registration::net_guard::NetGuard;
-use mcp_registration::{etf, metadata, request, Call, Options, ProxySetting, ProxyUrl, Secret};
+use mcp_registration::{metadata, request, Call, Options, ProxySetting, ProxyUrl, Secret};
 use rustler::types::atom::Atom;
 use rustler::types::list::ListIterator;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::atoms;
 use crate::budget::{self, Scheduler, MAX_HEADERS, MAX_STRING_BYTES};
 use crate::convert::{self, NotJson, Refusal};
-use crate::pending::{self, Pending, PANIC_NEXT_CALL};
+use crate::pending::{self, Pending};
 use crate::runtime::InFlight;
 
 /// Why a call was not started.
@@ -218,13 +218,6 @@ fn in_flight() -> usize {
     InFlight::count()
 }
 
-/// Test hook: the next call panics inside the request path.
-#[rustler::nif]
-fn panic_next_call() -> Atom {
-    PANIC_NEXT_CALL.store(true, Ordering::SeqCst);
-    atoms::ok()
-}
-
 fn start<'a>(env: Env<'a>, prepared: Prepared<'a>, reply_ref: Term<'a>) -> NifResult<Term<'a>> {
     Ok(match prepared {
         Ok(call) => (atoms::ok(), pending::spawn(env.pid(), reply_ref, call)).encode(env),
@@ -297,8 +290,43 @@ fn string_arg(term: Term) -> Option<Result<String, TooLong>> {
         .map(|s| Ok(s.to_owned()))
 }
 
-/// Reads the options map the Elixir module built. Durations are in
-/// milliseconds; absent keys keep the defaults.
+/// The largest duration in milliseconds: the BEAM's `receive ... after`
+/// limit (2^32 - 1), so that the caller's wait can always honour it.
+const MAX_MILLIS: u64 = u32::MAX as u64;
+
+/// The defaults of the integer options, from `Options::default()`: the
+/// Elixir module merges them under the caller's options and documents them.
+#[rustler::nif]
+fn option_defaults(env: Env) -> Term {
+    let defaults = Options::default();
+    let pairs = [
+        (atoms::timeout(), defaults.timeout.as_millis() as u64),
+        (
+            atoms::connect_timeout(),
+            defaults.connect_timeout.as_millis() as u64,
+        ),
+        (atoms::max_response_bytes(), defaults.max_response_bytes),
+    ];
+    Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v.encode(env))))
+        .expect("distinct keys")
+}
+
+/// `check_options(options)`: `:ok`, or `{:error, {:invalid_option, key,
+/// message}}` for the first option a call would refuse. The Elixir module
+/// checks every call's options with it before doing anything else, so that a
+/// bad option is an `ArgumentError` even on paths that send nothing.
+#[rustler::nif]
+fn check_options<'a>(env: Env<'a>, options: Term<'a>) -> Term<'a> {
+    match options_from(env, options) {
+        Ok(_) => atoms::ok().encode(env),
+        Err(reason) => (atoms::error(), reason).encode(env),
+    }
+}
+
+/// Reads and checks the options map the Elixir module built: this is the one
+/// place where option values are checked. Durations are in milliseconds;
+/// absent keys keep `Options::default()`. Values are never echoed (a token
+/// may be misplaced anywhere).
 pub(crate) fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, Term<'a>> {
     let mut options = Options::default();
     let get = |key: Atom| {
@@ -308,22 +336,26 @@ pub(crate) fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, 
     };
     let invalid = |key: Atom, message: &str| convert::invalid_option(env, key, message);
 
-    if let Some(ms) = get(atoms::timeout()) {
-        let ms: u64 = ms
-            .decode()
-            .map_err(|_| invalid(atoms::timeout(), "must be a positive integer"))?;
+    // An integer option given as nil is refused, not taken as the default.
+    let integer = |key: Atom, max: u64| -> Result<Option<u64>, Term<'a>> {
+        term.map_get(key)
+            .ok()
+            .map(|term| {
+                term.decode::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| invalid(key, &format!("must be an integer from 1 to {max}")))
+            })
+            .transpose()
+    };
+    if let Some(ms) = integer(atoms::timeout(), MAX_MILLIS)? {
         options.timeout = Duration::from_millis(ms);
     }
-    if let Some(ms) = get(atoms::connect_timeout()) {
-        let ms: u64 = ms
-            .decode()
-            .map_err(|_| invalid(atoms::connect_timeout(), "must be a positive integer"))?;
+    if let Some(ms) = integer(atoms::connect_timeout(), MAX_MILLIS)? {
         options.connect_timeout = Duration::from_millis(ms);
     }
-    if let Some(bytes) = get(atoms::max_response_bytes()) {
-        options.max_response_bytes = bytes
-            .decode()
-            .map_err(|_| invalid(atoms::max_response_bytes(), "must be a positive integer"))?;
+    if let Some(bytes) = integer(atoms::max_response_bytes(), u64::MAX)? {
+        options.max_response_bytes = bytes;
     }
     if let Some(headers) = get(atoms::headers()) {
         let not_pairs = || {
@@ -386,7 +418,7 @@ pub(crate) fn options_from<'a>(env: Env<'a>, term: Term<'a>) -> Result<Options, 
         };
     }
     if let Some(token) = get(atoms::initial_access_token()) {
-        let message = "must be a non-empty string of visible ASCII characters";
+        let message = "must be a non-empty string of visible ASCII characters without spaces";
         let token = string_option(atoms::initial_access_token(), token, message)?;
         let token = Secret::new("initial_access_token", token)
             .map_err(|_| invalid(atoms::initial_access_token(), message))?;

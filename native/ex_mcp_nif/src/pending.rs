@@ -1,5 +1,5 @@
 //! "Reply later": a call runs on tokio and its result is sent to the caller
-//! as `{ref, etf_binary}` (see `mcp_registration::etf` for why a binary). The caller holds a `Pending` resource; cancelling it,
+//! as `{ref, etf_binary}` (see `crate::etf` for why a binary). The caller holds a `Pending` resource; cancelling it,
 //! or the caller dying (which frees the resource), aborts the work.
 //!
 //! Delivery and cancellation race on one atomic: exactly one of them wins, so
@@ -7,11 +7,12 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+use crate::etf;
 use futures_util::FutureExt;
-use mcp_registration::{etf, Call, Discover, Error, TransportError};
+use mcp_registration::{Call, Discover, Error, TransportError};
 use rustler::env::OwnedEnv;
 use rustler::{LocalPid, NewBinary, Resource, ResourceArc, Term};
 use tokio::task::AbortHandle;
@@ -21,10 +22,6 @@ use crate::runtime::{runtime, InFlight};
 const PENDING: u8 = 0;
 const DELIVERED: u8 = 1;
 const CANCELLED: u8 = 2;
-
-/// Test-only fault injection: when set, the next call panics inside the
-/// request path. Inert unless a test sets it.
-pub static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
 
 pub struct Pending {
     state: Arc<AtomicU8>,
@@ -117,7 +114,8 @@ fn spawn_reply(
 /// A panic in the work becomes `{:request_failed, {:panic, message}}`.
 async fn caught<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
     AssertUnwindSafe(async {
-        if PANIC_NEXT_CALL.swap(false, Ordering::SeqCst) {
+        #[cfg(feature = "test-hooks")]
+        if crate::test_hooks::take_panic() {
             panic!("forced panic in the request path (test hook)");
         }
         work.await

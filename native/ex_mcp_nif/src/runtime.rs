@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mcp_registration::etf;
+use crate::etf;
 use once_cell::sync::OnceCell;
 use rustler::{Atom, Env, Term};
 use tokio::runtime::Runtime;
@@ -11,13 +11,16 @@ static RUNTIME: OnceCell<Runtime> = OnceCell::new();
 static WORKER_THREADS: AtomicUsize = AtomicUsize::new(0);
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// NIF `load`: `load_info` is the worker thread count (0 picks the default).
-/// Creates every atom a reply can hold, so that the caller can decode
+/// NIF `load` and `upgrade`: `load_info` is the worker thread count (0 picks
+/// the default; anything but a non-negative integer fails the load). It
+/// takes effect when the runtime starts, so an upgrade keeps the running
+/// one. Creates every atom a reply can hold, so that the caller can decode
 /// replies with `binary_to_term(reply, [:safe])`.
 pub fn load(env: Env, load_info: Term) -> bool {
-    if let Ok(threads) = load_info.decode::<usize>() {
-        WORKER_THREADS.store(threads, Ordering::Relaxed);
-    }
+    let Ok(threads) = load_info.decode::<usize>() else {
+        return false;
+    };
+    WORKER_THREADS.store(threads, Ordering::Relaxed);
     etf::reply_atom_names().all(|name| Atom::from_str(env, name).is_ok())
 }
 

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mcp_registration::etf;
+use crate::etf;
 use mcp_registration::server::{
     self, ClientIdDocuments, ProtectedResource, RunningServer, ServerConfig, ServerError,
 };
@@ -120,7 +120,44 @@ fn server_count(resource: ResourceArc<ServerResource>) -> usize {
     resource.server.store().count()
 }
 
-/// Reads the configuration map the Elixir module built and checked:
+/// `server_check_config(config)`: `:ok`, or `{:error, {:invalid_option,
+/// key, message}}` for the first option `server_start` would refuse. The
+/// Elixir module calls it in the caller's process, so that a bad option is
+/// an `ArgumentError` there; this reader is the one place options are
+/// checked.
+#[rustler::nif]
+fn server_check_config<'a>(env: Env<'a>, config: Term<'a>) -> Term<'a> {
+    match server_config(env, config) {
+        Ok(_) => atoms::ok().encode(env),
+        Err(reason) => (atoms::error(), reason).encode(env),
+    }
+}
+
+/// `server_defaults()`: what an absent option means (`ServerConfig::default()`),
+/// for the Elixir module's documentation test.
+#[rustler::nif]
+fn server_defaults(env: Env) -> Term {
+    let defaults = ServerConfig::default();
+    let pairs = [
+        (atoms::ip(), defaults.bind.ip().to_string().encode(env)),
+        (atoms::port(), defaults.bind.port().encode(env)),
+        (
+            atoms::rotate_registration_access_token(),
+            defaults.rotate_registration_access_token.encode(env),
+        ),
+        (
+            atoms::client_secret_expires_in(),
+            defaults
+                .client_secret_ttl
+                .map_or(0, |ttl| ttl.as_secs())
+                .encode(env),
+        ),
+        (atoms::max_body_bytes(), defaults.max_body_bytes.encode(env)),
+    ];
+    Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys")
+}
+
+/// Reads and checks the configuration map the Elixir module built:
 /// `ip` (a string), `port`, `initial_access_token` (string or nil),
 /// `rotate_registration_access_token`, `client_secret_expires_in` (seconds,
 /// 0 for never), `max_body_bytes`, `protected_resource` (a map: `resource`,
@@ -143,20 +180,25 @@ fn server_config<'a>(env: Env<'a>, term: Term<'a>) -> Result<ServerConfig, Term<
         None => config.bind.ip(),
     };
     let port = match get(atoms::port()) {
+        // Through u64: rustler's u16 decoder wraps 70_000 around.
         Some(port) => port
-            .decode::<u16>()
-            .map_err(|_| invalid(atoms::port(), "must be an integer from 0 to 65535"))?,
+            .decode::<u64>()
+            .ok()
+            .and_then(|port| u16::try_from(port).ok())
+            .ok_or_else(|| invalid(atoms::port(), "must be an integer from 0 to 65535"))?,
         None => config.bind.port(),
     };
     config.bind = SocketAddr::new(ip, port);
     if let Some(token) = get(atoms::initial_access_token()) {
         // The token's value is never echoed back, only named.
-        let token = string(token).ok_or_else(|| {
-            invalid(
-                atoms::initial_access_token(),
-                "must be a string of visible ASCII characters without spaces",
-            )
-        })?;
+        let token = string(token)
+            .filter(|token| mcp_registration::token::is_token(token))
+            .ok_or_else(|| {
+                invalid(
+                    atoms::initial_access_token(),
+                    "must be a non-empty string of visible ASCII characters without spaces",
+                )
+            })?;
         config.require_initial_access_token = Some(token);
     }
     if let Some(flag) = get(atoms::rotate_registration_access_token()) {

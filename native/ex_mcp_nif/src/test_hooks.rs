@@ -1,7 +1,9 @@
-//! Test hooks, compiled only with the cargo feature `test-hooks` (the Mix
-//! compiler enables it when `Mix.env() == :test`). They let a test observe
-//! and force what it otherwise could only hope to hit by chance:
+//! Test-only NIFs, compiled only with the cargo feature `test-hooks` (the Mix
+//! compiler enables it when `Mix.env() == :test`; release builds never carry
+//! it). They let a test observe and force what it otherwise could only hope
+//! to hit by chance:
 //!
+//! - `panic_next_call/0`: the next call panics inside the request path;
 //! - `calls_started/0` counts every call ever spawned on tokio, so a test can
 //!   show that a refused request started no work (`in_flight` cannot: a call
 //!   that starts and fails at once is back to 0 before anyone looks);
@@ -9,7 +11,10 @@
 //!   `pending.rs`: the next call commits its delivery (wins the atomic),
 //!   tells the caller `:delivery_held`, and sends its reply only once a
 //!   `cancel` has lost to it. The caller's wait therefore times out with the
-//!   reply committed but not yet in its mailbox, every time.
+//!   reply committed but not yet in its mailbox, every time;
+//! - `etf_encode_json/1` and `reply_atom_names/0` give ExUnit the ETF reply
+//!   writer, to check it against `:erlang.binary_to_term/2` (external term
+//!   format, erts `erl_ext_dist`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,10 +22,13 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use rustler::env::OwnedEnv;
-use rustler::{Encoder, LocalPid};
+use rustler::types::atom::Atom;
+use rustler::{Encoder, Env, LocalPid, NewBinary, Term};
 use tokio::sync::Notify;
 
 use crate::atoms;
+use crate::convert;
+use crate::etf;
 
 rustler::atoms! { delivery_held }
 
@@ -60,7 +68,46 @@ fn calls_started() -> usize {
 }
 
 #[rustler::nif]
-fn hold_next_delivery(env: rustler::Env) -> rustler::Atom {
+fn hold_next_delivery(env: Env) -> Atom {
     *HOLD_FOR.lock().unwrap_or_else(|p| p.into_inner()) = Some(env.pid());
     atoms::ok()
+}
+
+/// When set, the next call panics inside the request path.
+static PANIC_NEXT_CALL: AtomicBool = AtomicBool::new(false);
+
+/// Takes the flag that `panic_next_call/0` set (the request path calls this).
+pub fn take_panic() -> bool {
+    PANIC_NEXT_CALL.swap(false, Ordering::SeqCst)
+}
+
+/// The next call panics inside the request path.
+#[rustler::nif]
+fn panic_next_call() -> Atom {
+    PANIC_NEXT_CALL.store(true, Ordering::SeqCst);
+    atoms::ok()
+}
+
+/// The ETF bytes that the reply writer makes for a JSON-representable term
+/// (converted the way request maps are), or `{:error, message}`.
+#[rustler::nif]
+fn etf_encode_json<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
+    match convert::term_to_json(term, crate::budget::REQUEST) {
+        Ok(value) => {
+            let bytes = etf::json(&value);
+            let mut binary = NewBinary::new(env, bytes.len());
+            binary.as_mut_slice().copy_from_slice(&bytes);
+            Term::from(binary)
+        }
+        Err(convert::NotJson::Invalid(why)) => (atoms::error(), why).encode(env),
+        Err(convert::NotJson::TooLarge) => {
+            (atoms::error(), crate::budget::too_large_message()).encode(env)
+        }
+    }
+}
+
+/// Every atom name a reply may hold (created when the NIF loads).
+#[rustler::nif]
+fn reply_atom_names() -> Vec<&'static str> {
+    etf::reply_atom_names().collect()
 }

@@ -26,10 +26,11 @@ pub struct Secret(String);
 impl Secret {
     /// Checks that `token` can travel in an `Authorization` header.
     pub fn new(field: &str, token: String) -> Result<Self, RequestError> {
-        if token.is_empty() || HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+        if !crate::token::is_token(&token) {
             return Err(RequestError::InvalidField {
                 field: field.to_owned(),
-                message: "must be a non-empty string of visible ASCII characters".into(),
+                message: "must be a non-empty string of visible ASCII characters without spaces"
+                    .into(),
             });
         }
         Ok(Self(token))

@@ -303,10 +303,13 @@ async fn distinct_connect_timeouts_share_one_pool_and_one_connection() {
     }
     // The idle connection is reused by the next call (it was 3,000 pools and
     // 3,000 sockets). A call may start a connection before the previous
-    // call's connection is back in the pool, hence a few, not exactly one.
+    // call's connection is back in the pool: hyper returns it from its
+    // connection task, which a loaded 2-core machine may run late. So the
+    // bound is 1 % of the calls, loose on purpose: it still tells one pool
+    // per value (3,000 connections) from a shared pool (1 to 5 measured).
     let connections = seen.connections.load(Ordering::SeqCst);
     assert!(
-        connections <= 4,
+        connections <= 30,
         "{connections} connections for 3,000 calls"
     );
     assert!(pool::pool_count() <= pool::MAX_POOLS);

@@ -17,6 +17,8 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
   @default_auth_method "client_secret_basic"
 
   @doc false
+  @spec discover(String.t(), keyword()) ::
+          {:ok, ClientRegistration.discovery()} | {:error, ClientRegistration.reason()}
   def discover(server_url, opts) do
     discover_options = %{
       www_authenticate: List.wrap(opts[:www_authenticate]),
@@ -32,6 +34,8 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
   end
 
   @doc false
+  @spec obtain_client(ClientRegistration.discovery() | String.t(), map(), keyword()) ::
+          {:ok, ClientRegistration.obtained_client()} | {:error, ClientRegistration.reason()}
   def obtain_client(target, client_metadata, opts) do
     deadline = System.monotonic_time(:millisecond) + opts[:timeout]
 

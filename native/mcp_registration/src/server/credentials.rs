@@ -52,13 +52,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     }
     let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
     let token = token.trim_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && is_token(token)).then_some(token)
-}
-
-/// Whether `token` can be a Bearer credential: non-empty visible ASCII
-/// without spaces. Checked on configured initial access tokens too.
-pub fn is_token(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+    (scheme.eq_ignore_ascii_case("bearer") && crate::token::is_token(token)).then_some(token)
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ impl fmt::Debug for ServerConfig {
 impl ServerConfig {
     fn check(&self) -> Result<(), ServerError> {
         if let Some(token) = &self.require_initial_access_token {
-            if !credentials::is_token(token) {
+            if !crate::token::is_token(token) {
                 return Err(ServerError::InvalidConfig(
                     "require_initial_access_token must be a non-empty string of visible ASCII characters without spaces".into(),
                 ));

@@ -16,8 +16,8 @@
 
 use std::borrow::Cow;
 
-use crate::discovery::{self, Discovery, MetadataSource};
-use crate::{
+use mcp_registration::discovery::{self, Discovery, MetadataSource};
+use mcp_registration::{
     metadata, ClientInformation, DiscoveryError, Error, Outcome, RequestError, TransportError,
 };
 use serde_json::Value;
@@ -528,26 +528,4 @@ pub fn reply_atom_names() -> impl Iterator<Item = &'static str> {
                 .iter()
                 .map(|(name, _)| *name),
         )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn integers_use_the_smallest_encoding() {
-        let mut w = Writer::new();
-        w.unsigned(7);
-        w.signed(-1);
-        w.unsigned(1 << 40);
-        w.signed(i64::MIN);
-        assert_eq!(
-            w.out,
-            [
-                vec![131, 97, 7, 98, 255, 255, 255, 255, 110, 6, 0, 0, 0, 0, 0, 0, 1],
-                vec![110, 8, 1, 0, 0, 0, 0, 0, 0, 0, 128]
-            ]
-            .concat()
-        );
-    }
 }
