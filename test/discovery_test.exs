@@ -108,6 +108,36 @@ defmodule ExMCP.Authorization.DiscoveryTest do
     refute_received {:path, "/.well-known/oauth-protected-resource/mcp"}
   end
 
+  test "discover/2: :resource_metadata_url is fetched first; :issuer skips RFC 9728" do
+    {_server, base} =
+      serve(fn base ->
+        %{
+          "/custom/prm" => prm(base),
+          "/.well-known/oauth-authorization-server" => as_metadata(base)
+        }
+      end)
+
+    assert {:ok, discovery} = CR.discover(base <> "/mcp", resource_metadata_url: base <> "/custom/prm")
+    assert discovery.resource_metadata_url == base <> "/custom/prm"
+    assert_received {:path, "/custom/prm"}
+    refute_received {:path, "/.well-known/oauth-protected-resource/mcp"}
+
+    assert {:ok, discovery} = CR.discover(base <> "/mcp", issuer: base)
+    assert discovery.resource_metadata == nil
+    assert discovery.issuer == base
+    refute_received {:path, "/.well-known/oauth-protected-resource/mcp"}
+  end
+
+  test "obtain_client/3 on a 2025-03-26 server: registration at the default /register" do
+    {_server, base} = serve(fn _ -> %{"/register" => {201, %{"client_id" => "legacy-1"}}} end)
+
+    assert {:ok, client} = CR.obtain_client(base <> "/mcp", @metadata)
+    assert %{client_id: "legacy-1", issuer: ^base, registration_method: :dynamic} = client
+    # No metadata, so no list of methods: RFC 8414 §2's default.
+    assert client.token_endpoint_auth_method == "client_secret_basic"
+    assert_received {:path, "/register"}
+  end
+
   test "discover/2: 2025-03-26 servers without any metadata get the default endpoints" do
     {_server, base} = serve(fn _ -> %{} end)
     assert {:ok, discovery} = CR.discover(base <> "/mcp")

@@ -164,7 +164,8 @@ defmodule ExMCP.Authorization.ClientRegistration do
   `scope` is the challenge's `scope`, else the resource metadata's
   `scopes_supported` joined by spaces, else `nil`. See `t:discovery/0` for
   the result; `resource` is the canonical resource URI to send with RFC 8707
-  requests (the metadata's `resource`, else the server URL without fragment).
+  requests (the metadata's `resource` as written there, else the server URL
+  without fragment).
 
   Security, since discovery follows URLs that other servers chose:
 

@@ -113,16 +113,17 @@ fn spawn_reply(
 
 /// A panic in the work becomes `{:request_failed, {:panic, message}}`.
 async fn caught<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    AssertUnwindSafe(async {
-        #[cfg(feature = "test-hooks")]
+    #[cfg(feature = "test-hooks")]
+    let work = async {
         if crate::test_hooks::take_panic() {
             panic!("forced panic in the request path (test hook)");
         }
         work.await
-    })
-    .catch_unwind()
-    .await
-    .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()))
+    };
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(TransportError::Panic(panic_message(&panic)).into()))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -82,8 +82,9 @@ pub enum MetadataSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Discovery {
     pub server_url: String,
-    /// The canonical resource URI (RFC 8707): the metadata's `resource`, or
-    /// the server URL without its fragment when there is no metadata.
+    /// The canonical resource URI (RFC 8707): the metadata's `resource`, as
+    /// written there, or the server URL without its fragment when there is
+    /// no metadata.
     pub resource: String,
     pub resource_metadata: Option<Map<String, Value>>,
     pub resource_metadata_url: Option<String>,
@@ -187,7 +188,11 @@ impl Discover {
                 }
                 .into());
             }
-            found.resource = resource.to_string();
+            // As the server published it: servers compare the RFC 8707
+            // `resource` parameter with their own string.
+            found.resource = document["resource"]
+                .as_str()
+                .map_or_else(|| resource.to_string(), str::to_owned);
             if found.scope.is_none() && !scopes.is_empty() {
                 found.scope = Some(scopes.join(" "));
             }
