@@ -9,6 +9,10 @@
 #   httpc     OTP's :httpc the way ExMCP 0.10 sent it, with a templated body
 #             and minimal answer parsing (favours the baseline).
 #
+# Then the scheduler cost of a call, a 1 ms ticker's lateness under load, memory,
+# and the two worst cases of bounded scheduler time (the largest accepted request
+# and answer, with the caller's longest slice from system_monitor long_schedule).
+#
 # Flags: --quick (a few seconds, for the smoke test), --runs N, --seconds S (per run),
 # --runners wrk,rust,nif,httpc, --levels 1,16,256,
 # --output FILE (default bench/RESULTS.md; --quick writes nothing unless given).
@@ -97,12 +101,15 @@ defmodule Bench do
     log("ticker lateness: #{inspect(ticker)}")
     memory = with_server(&memory_profile(&1, config))
     log("memory: #{inspect(memory)}")
+    worst = worst_cases(config)
+    log("worst cases: #{inspect(worst)}")
 
     cancellation = cancellation_figures(config)
     log("cancellation and deadlines: #{inspect(cancellation)}")
 
     report =
-      report(throughput, scheduler, ticker, memory, config, quick?) <> cancellation_report(cancellation)
+      report(throughput, scheduler, ticker, memory, worst, config, quick?) <>
+        cancellation_report(cancellation)
 
     IO.puts("\n" <> report)
 
@@ -403,6 +410,181 @@ defmodule Bench do
     end)
   end
 
+  # -- Worst cases: the largest accepted request and answer -------------------------
+
+  # Bounded scheduler time (README, Guarantees): the largest request map the
+  # library accepts and the largest answer it reads by default, each timed
+  # and watched with `:erlang.system_monitor(_, [{:long_schedule, 1}])`. The
+  # server is a canned in-VM responder: the embedded server refuses bodies
+  # over 64 KiB and never sends 100,000 members.
+  defp worst_cases(config) do
+    repeats = if config.runs > 1, do: 5, else: 2
+    created = ~s({"client_id":"big"})
+    extra = Map.new(1..49_000, &{"k#{&1}", "v"})
+
+    # 100,000 members in under 1 MiB: the default max_response_bytes.
+    answer =
+      "{" <>
+        Enum.map_join(1..100_000, ",", &~s("#{Integer.to_string(&1, 36)}":0)) <> ~s(,"client_id":"big"})
+
+    request = fn endpoint ->
+      %{registration_endpoint: endpoint, client_name: "Bench", redirect_uris: ["http://127.0.0.1:8080/cb"]}
+    end
+
+    largest_request =
+      with_canned(created, fn endpoint ->
+        worst_case(repeats, fn ->
+          ClientRegistration.register_client(Map.put(request.(endpoint), :extra, extra))
+        end)
+      end)
+
+    largest_answer =
+      with_canned(answer, fn endpoint ->
+        worst_case(repeats, fn -> ClientRegistration.register_client(request.(endpoint)) end)
+      end)
+
+    # The same answer decoded the way every reply was before: binary_to_term
+    # on the caller's normal scheduler.
+    reply =
+      with_canned(answer, fn endpoint ->
+        ref = make_ref()
+        {:ok, pending} = Native.register(request.(endpoint), %{}, ref)
+
+        receive do
+          {^ref, reply} -> reply
+        after
+          60_000 -> raise "no reply (#{Native.cancel(pending)})"
+        end
+      end)
+
+    on_scheduler = worst_case(repeats, fn -> {:ok, _} = :erlang.binary_to_term(reply, [:safe]) end)
+
+    %{
+      request_json_bytes: byte_size(Native.json_encode(extra, false) |> elem(1)),
+      answer_bytes: byte_size(answer),
+      reply_etf_bytes: byte_size(reply),
+      largest_request: largest_request,
+      largest_answer: largest_answer,
+      answer_on_scheduler: on_scheduler
+    }
+  end
+
+  # Runs `call` `repeats` times in this process; wall time and the longest
+  # long_schedule slices (ms, 0 when none reached 1 ms).
+  defp worst_case(repeats, call) do
+    samples =
+      for _ <- 1..repeats do
+        {wall_us, caller} =
+          :timer.tc(fn ->
+            {result, slices} = long_slices(call)
+            {:ok, _} = result
+            slices
+          end)
+
+        {wall_us, caller}
+      end
+
+    %{
+      wall_ms: samples |> Enum.map(&elem(&1, 0)) |> median() |> ms(),
+      caller_slice_ms: samples |> Enum.map(&elem(&1, 1)) |> Enum.max()
+    }
+  end
+
+  defp long_slices(call) do
+    caller = self()
+
+    watcher =
+      spawn_link(fn ->
+        :erlang.system_monitor(self(), [{:long_schedule, 1}])
+        send(caller, {:watching, self()})
+        watch_slices(caller, 0)
+      end)
+
+    receive(do: ({:watching, ^watcher} -> :ok))
+    result = call.()
+    # A slice is reported when the process is scheduled out: waiting for the
+    # watcher's answer does that before :stop is sent.
+    send(watcher, :sync)
+    receive(do: ({:synced, ^watcher} -> :ok))
+    send(watcher, :stop)
+    receive(do: ({:slices, ^watcher, longest} -> {result, longest}))
+  end
+
+  # Other processes' slices (code loading, the responder) are not the call's.
+  defp watch_slices(caller, longest) do
+    receive do
+      {:monitor, ^caller, :long_schedule, info} ->
+        watch_slices(caller, max(longest, info[:timeout]))
+
+      {:monitor, _other, :long_schedule, _info} ->
+        watch_slices(caller, longest)
+
+      :sync ->
+        send(caller, {:synced, self()})
+        watch_slices(caller, longest)
+
+      :stop ->
+        :erlang.system_monitor(:undefined)
+        send(caller, {:slices, self(), longest})
+    end
+  end
+
+  # A minimal HTTP/1.1 responder on loopback: reads one request, answers 201
+  # with `body`, closes.
+  defp with_canned(body, fun) do
+    {:ok, listener} =
+      :gen_tcp.listen(0, [:binary, ip: {127, 0, 0, 1}, active: false, reuseaddr: true, backlog: 64])
+
+    {:ok, port} = :inet.port(listener)
+    acceptor = spawn_link(fn -> accept_loop(listener, body) end)
+
+    try do
+      fun.("http://127.0.0.1:#{port}/register")
+    after
+      Process.unlink(acceptor)
+      Process.exit(acceptor, :kill)
+      :gen_tcp.close(listener)
+    end
+  end
+
+  defp accept_loop(listener, body) do
+    case :gen_tcp.accept(listener) do
+      {:ok, socket} ->
+        pid = spawn(fn -> receive(do: (:go -> answer(socket, body))) end)
+        :ok = :gen_tcp.controlling_process(socket, pid)
+        send(pid, :go)
+        accept_loop(listener, body)
+
+      {:error, _} ->
+        :ok
+    end
+  end
+
+  defp answer(socket, body) do
+    :ok = :inet.setopts(socket, packet: :http_bin)
+    length = read_headers(socket, 0)
+    :ok = :inet.setopts(socket, packet: :raw)
+    if length > 0, do: {:ok, _} = :gen_tcp.recv(socket, length, 30_000)
+
+    :gen_tcp.send(socket, [
+      "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ",
+      Integer.to_string(byte_size(body)),
+      "\r\n\r\n",
+      body
+    ])
+
+    :gen_tcp.close(socket)
+  end
+
+  defp read_headers(socket, length) do
+    case :gen_tcp.recv(socket, 0, 30_000) do
+      {:ok, {:http_request, _, _, _}} -> read_headers(socket, length)
+      {:ok, {:http_header, _, :"Content-Length", _, value}} -> read_headers(socket, String.to_integer(value))
+      {:ok, {:http_header, _, _, _, _}} -> read_headers(socket, length)
+      {:ok, :http_eoh} -> length
+    end
+  end
+
   # -- Memory -----------------------------------------------------------------------
 
   defp memory_profile(endpoint, config) do
@@ -495,7 +677,7 @@ defmodule Bench do
     }
   end
 
-  defp report(throughput, scheduler, ticker, memory, config, quick?) do
+  defp report(throughput, scheduler, ticker, memory, worst, config, quick?) do
     m = machine()
     top = Enum.max(config.levels)
 
@@ -521,7 +703,9 @@ defmodule Bench do
        " µs"},
       {"ticker lateness p99 ≤ 2 ms with #{config.in_flight} in flight (NIF)", ticker.nif.p99_us / 1000,
        &(&1 <= 2.0), " ms"},
-      {"memory growth after #{memory.registrations} registrations ≤ 20 MB", growth, &(&1 <= 20), " MB"}
+      {"memory growth after #{memory.registrations} registrations ≤ 20 MB", growth, &(&1 <= 20), " MB"},
+      {"longest normal-scheduler slice of a worst-case call < 1 ms (long_schedule)",
+       max(worst.largest_request.caller_slice_ms, worst.largest_answer.caller_slice_ms), &(&1 < 1), " ms"}
     ]
 
     target_rows =
@@ -568,7 +752,7 @@ defmodule Bench do
     - NIF call on the scheduler (wall clock around `Native.register/3`, #{config.memory_total} calls):
       16 in flight p50 #{scheduler.light.nif_call.p50_us} / p99 #{scheduler.light.nif_call.p99_us} / max #{scheduler.light.nif_call.max_us} µs;
       256 in flight p50 #{scheduler.heavy.nif_call.p50_us} / p99 #{scheduler.heavy.nif_call.p99_us} / max #{scheduler.heavy.nif_call.max_us} µs.
-      Decoding a reply (`binary_to_term`, a yielding BIF), 16 in flight: p50 #{scheduler.light.reply_decode.p50_us} µs, p99 #{scheduler.light.reply_decode.p99_us} µs.
+      Decoding a reply (`binary_to_term` on the scheduler; these replies are under 1 KiB), 16 in flight: p50 #{scheduler.light.reply_decode.p50_us} µs, p99 #{scheduler.light.reply_decode.p99_us} µs.
     - Lateness of a process ticking every 1 ms: idle p99 #{ms(ticker.idle.p99_us)} ms; with #{config.in_flight} registrations in flight,
       NIF p50 #{ms(ticker.nif.p50_us)} / p99 #{ms(ticker.nif.p99_us)} / max #{ms(ticker.nif.max_us)} ms,
       :httpc p50 #{ms(ticker.httpc.p50_us)} / p99 #{ms(ticker.httpc.p99_us)} / max #{ms(ticker.httpc.max_us)} ms.
@@ -576,6 +760,19 @@ defmodule Bench do
       peak with #{config.in_flight} in flight #{mb(memory.peak_in_flight.beam)} / #{mb(memory.peak_in_flight.rss)} MB;
       after #{memory.registrations} more registrations and a GC #{mb(memory.after_registrations.beam)} / #{mb(memory.after_registrations.rss)} MB
       (growth #{memory.growth_beam_mb} / #{memory.growth_rss_mb} MB).
+
+    ## Worst cases: bounded scheduler time
+
+    The largest request map the library accepts and the largest answer it reads by default, each
+    registered against a canned loopback responder, in this process, #{if config.runs > 1, do: 5, else: 2} times. "Longest slice"
+    is the longest time a process ran uninterrupted on a normal scheduler, as reported by
+    `:erlang.system_monitor(_, [{:long_schedule, 1}])` (whole ms; 0 = none reached 1 ms).
+
+    | case | wall ms (median) | longest slice of the caller |
+    |---|---|---|
+    | largest accepted request: 49,000 `extra` members, #{worst.request_json_bytes} bytes of JSON (converted on a dirty scheduler) | #{worst.largest_request.wall_ms} | #{worst.largest_request.caller_slice_ms} ms |
+    | largest accepted answer: 100,000 members, #{worst.answer_bytes} bytes (#{worst.reply_etf_bytes} bytes of ETF, decoded on a dirty scheduler) | #{worst.largest_answer.wall_ms} | #{worst.largest_answer.caller_slice_ms} ms |
+    | the same reply decoded by `binary_to_term/2` on the normal scheduler (how every reply was decoded before) | #{worst.answer_on_scheduler.wall_ms} | #{worst.answer_on_scheduler.caller_slice_ms} ms |
 
     ## Targets
 

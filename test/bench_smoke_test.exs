@@ -30,12 +30,22 @@ defmodule ExMCP.Authorization.BenchSmokeTest do
           "NIF call on the scheduler",
           "ticking every 1 ms",
           "Memory (BEAM total / OS RSS)",
+          "## Worst cases: bounded scheduler time",
           "## Cancellation and deadlines"
         ] do
       assert report =~ section
     end
 
-    assert length(Regex.scan(~r/\*\*(met|missed)\*\*/, report)) == 5
+    for worst_case <- [
+          "largest accepted request",
+          "largest accepted answer",
+          "the same reply decoded by `binary_to_term/2`"
+        ] do
+      assert report =~ ~r/^\| #{Regex.escape(worst_case)}.* \| [\d.]+ \| \d+ ms \|$/m,
+             "no worst-case row for #{worst_case}:\n#{report}"
+    end
+
+    assert length(Regex.scan(~r/\*\*(met|missed)\*\*/, report)) == 6
     refute report =~ ~r/\| [1-9]\d* \|$/m, "a runner reported errors:\n#{report}"
   end
 end

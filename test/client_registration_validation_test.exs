@@ -158,7 +158,11 @@ defmodule ExMCP.Authorization.ClientRegistrationValidationTest do
                CR.register_client(request(%{jwks: deep}))
 
       wide = Map.new(1..100_000, &{"k#{&1}", &1})
-      assert {:error, {:invalid_field, :jwks, "is too large"}} = CR.register_client(request(%{jwks: wide}))
+
+      assert {:error, {:invalid_field, :jwks, "is too large: " <> limit}} =
+               CR.register_client(request(%{jwks: wide}))
+
+      assert limit == "a request map holds at most 50000 values and 1048576 bytes of text"
     end
 
     test "unknown keys are refused; extension metadata goes under :extra" do

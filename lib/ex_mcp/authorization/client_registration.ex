@@ -191,6 +191,42 @@ defmodule ExMCP.Authorization.ClientRegistration do
     * Redirects are never followed, bodies are capped by
       `:max_response_bytes`, and `:timeout` is one deadline over every fetch.
 
+  ## Limits and scheduler time
+
+  No call holds a normal BEAM scheduler for more than about a millisecond,
+  whatever it is given, so other processes are never stalled behind it:
+
+    * A request or `updates` map is checked on the calling scheduler while
+      it is small (up to 256 values and 32 KiB of text, much more than a
+      real registration needs). A larger one is converted and checked on a
+      dirty CPU scheduler instead. The registration endpoint, or the
+      registration client URI, is judged first, so a wrong one is refused
+      before a large map is read.
+    * A request or `updates` map holds at most 50,000 values (every map,
+      list, string, number and atom counts one), 1 MiB of text (keys and
+      strings) and 32 levels of nesting. Beyond that the call returns
+      `{:error, {:invalid_field, field, "is too large: a request map holds at
+      most 50000 values and 1048576 bytes of text"}}` and sends nothing.
+    * A URI, a token and a `:cacertfile` path hold at most 64 KiB, and
+      `:headers` at most 100 entries and 64 KiB of names and values
+      (`:www_authenticate`: 100 values of 64 KiB). A longer URI or token is
+      `{:error, {:invalid_field, field, "is longer than 65536 bytes"}}`; a
+      longer option raises `ArgumentError`.
+    * `client_metadata_document/3` takes a metadata map within the same
+      limits as a request map, converted on a dirty CPU scheduler.
+    * Answers are never trimmed: nothing a server sent is dropped. An answer
+      that is large once decoded (over 16 KiB as external term format, a few
+      hundred members) is decoded on a dirty CPU scheduler. The caller waits
+      for it as before; no other process does. `:max_response_bytes` bounds
+      its size.
+
+  Dirty schedulers were chosen over a tighter size cap because a cap small
+  enough to keep the worst case under a millisecond on the calling scheduler
+  (a few hundred values) would refuse unusual but legitimate requests and
+  answers, and cutting members out of an answer could lose what a server
+  handed out. The cost of the larger work is unchanged; it is only moved to
+  the schedulers made for it. Figures: `bench/RESULTS.md`, "Worst cases".
+
   ## Errors
 
   Every function returns `{:error, reason}`; `format_error/1` turns any
@@ -202,7 +238,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   | `:redirect_uris_must_be_list` | `redirect_uris` is not a list. |
   | `{:invalid_redirect_uris, [uri]}` | These redirect URIs break the rules above. |
   | `:https_required` | The endpoint or registration client URI is plain http to a non-loopback host. |
-  | `{:invalid_field, field, message}` | A request value has the wrong type or form, or `field` is not client metadata. |
+  | `{:invalid_field, field, message}` | A request value has the wrong type or form, is too large (see "Limits and scheduler time"), or `field` is not client metadata. |
   | `{:registration_error, status, map}` | The server refused with a JSON object, usually `%{"error" => _, "error_description" => _}`. |
   | `{:http_error, status, body}` | Any other non-success answer, redirects (never followed) included. `body` is a binary. |
   | `{:invalid_response, message}` | A success answer without a usable `client_id` (a known field of another type does not fail: it goes under `:extra`), or a 2xx status the protocol does not use there (a 201 to a GET). |

@@ -4,6 +4,13 @@ defmodule ExMCP.Authorization.Native do
   # arguments, spawns the work on tokio and returns `{:ok, pending}` at once;
   # the result arrives as `{ref, result}`. The `server_*` NIFs drive the
   # embedded registration server. Users never call this module.
+  #
+  # Bounded scheduler time (native/ex_mcp_nif/src/budget.rs): no NIF holds a
+  # normal scheduler for more than about a millisecond. `register/3` and
+  # `update/6` try the normal-scheduler NIF, which gives up with
+  # `:reschedule` as soon as the request map exceeds what it may convert
+  # there; the dirty-CPU twin then does the whole conversion. Replies larger
+  # than @scheduler_decode_bytes are decoded on a dirty CPU scheduler too.
 
   require Logger
 
@@ -65,12 +72,16 @@ defmodule ExMCP.Authorization.Native do
   @typedoc "A call NIF's immediate answer: started, or refused before anything was sent."
   @type started() :: {:ok, pending()} | {:error, term()}
 
-  @spec register(map(), map(), reference()) :: started()
-  def register(_request, _options, _ref), do: not_loaded()
+  @spec register_nif(map(), map(), reference()) :: started() | :reschedule
+  def register_nif(_request, _options, _ref), do: not_loaded()
+  @spec register_dirty(map(), map(), reference()) :: started()
+  def register_dirty(_request, _options, _ref), do: not_loaded()
   @spec get(String.t(), String.t(), map(), reference()) :: started()
   def get(_uri, _token, _options, _ref), do: not_loaded()
-  @spec update(String.t(), String.t(), map(), boolean(), map(), reference()) :: started()
-  def update(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
+  @spec update_nif(String.t(), String.t(), map(), boolean(), map(), reference()) :: started() | :reschedule
+  def update_nif(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
+  @spec update_dirty(String.t(), String.t(), map(), boolean(), map(), reference()) :: started()
+  def update_dirty(_uri, _token, _updates, _replace, _options, _ref), do: not_loaded()
   @spec delete(String.t(), String.t(), map(), reference()) :: started()
   def delete(_uri, _token, _options, _ref), do: not_loaded()
   @spec discover(String.t(), map(), map(), reference()) :: started()
@@ -87,6 +98,8 @@ defmodule ExMCP.Authorization.Native do
   def json_encode(_term, _pretty), do: not_loaded()
   @spec json_decode(binary()) :: {:ok, term()} | {:error, String.t()}
   def json_decode(_text), do: not_loaded()
+  @spec decode_reply_dirty(binary()) :: term()
+  def decode_reply_dirty(_reply), do: not_loaded()
   @spec client_metadata_document(String.t(), map(), boolean()) :: {:ok, map()} | {:error, term()}
   def client_metadata_document(_url, _metadata, _allow_loopback_http), do: not_loaded()
   @spec write_private_file(String.t(), binary()) :: :ok | {:error, String.t()}
@@ -103,7 +116,7 @@ defmodule ExMCP.Authorization.Native do
   def server_stop(_server), do: not_loaded()
   @spec server_info(server()) :: map()
   def server_info(_server), do: not_loaded()
-  @spec server_lookup(server(), String.t()) :: {:ok, map()} | :error
+  @spec server_lookup(server(), String.t()) :: binary()
   def server_lookup(_server, _client_id), do: not_loaded()
   @spec server_list(server()) :: [map()]
   def server_list(_server), do: not_loaded()
@@ -137,6 +150,20 @@ defmodule ExMCP.Authorization.Native do
   # else `otherwise`. A RuntimeError, so that callers can rescue it.
   defp load_error(otherwise) do
     RuntimeError.exception(:persistent_term.get({__MODULE__, :load_error}, otherwise))
+  end
+
+  @doc "Starts a registration: on a normal scheduler, or a dirty one for a large request."
+  @spec register(map(), map(), reference()) :: started()
+  def register(request, options, ref) do
+    with :reschedule <- register_nif(request, options, ref),
+         do: register_dirty(request, options, ref)
+  end
+
+  @doc "Starts an update: on a normal scheduler, or a dirty one for a large `updates` map."
+  @spec update(String.t(), String.t(), map(), boolean(), map(), reference()) :: started()
+  def update(uri, token, updates, replace, options, ref) do
+    with :reschedule <- update_nif(uri, token, updates, replace, options, ref),
+         do: update_dirty(uri, token, updates, replace, options, ref)
   end
 
   # How long to wait for a reply that the NIF has already committed to send.
@@ -189,5 +216,19 @@ defmodule ExMCP.Authorization.Native do
   # Replies are external term format made on a tokio thread (building maps
   # there crashes OTP 25; see etf.rs). The NIF created every atom a reply can
   # hold when it loaded, so :safe never has to create one.
-  defp decode(reply), do: :erlang.binary_to_term(reply, [:safe])
+  #
+  # binary_to_term/2 does not yield while it builds a large map: a 1 MiB
+  # answer with 100,000 members held the scheduler for 15–18 ms. Its worst
+  # case measured about 30 ns per byte of ETF (a list of atoms, a map of short
+  # keys), so up to 16 KiB (under 0.5 ms) is decoded here, and anything
+  # larger by the same BIF's NIF counterpart on a dirty CPU scheduler. Typical
+  # replies are under 1 KiB.
+  @scheduler_decode_bytes 16 * 1024
+
+  @doc "Decodes a reply binary, on a dirty CPU scheduler when it is large."
+  @spec decode(binary()) :: term()
+  def decode(reply) when byte_size(reply) <= @scheduler_decode_bytes,
+    do: :erlang.binary_to_term(reply, [:safe])
+
+  def decode(reply), do: decode_reply_dirty(reply)
 end

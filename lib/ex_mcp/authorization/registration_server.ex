@@ -377,7 +377,7 @@ defmodule ExMCP.Authorization.RegistrationServer do
   def handle_call(:info, _from, state), do: {:reply, state.info, state}
 
   def handle_call({:lookup, client_id}, _from, state),
-    do: {:reply, Native.server_lookup(state.resource, client_id), state}
+    do: {:reply, Native.decode(Native.server_lookup(state.resource, client_id)), state}
 
   def handle_call(:list, _from, state), do: {:reply, Native.server_list(state.resource), state}
   def handle_call(:count, _from, state), do: {:reply, Native.server_count(state.resource), state}

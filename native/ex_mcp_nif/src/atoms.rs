@@ -5,6 +5,7 @@ rustler::atoms! {
     cancelled,
     delivered,
     invalid_option,
+    reschedule,
     // Option keys.
     timeout,
     connect_timeout,

@@ -2,7 +2,8 @@
 //! §3, §4.1): the NIF that builds the document a client serves at its
 //! `client_id` URL. The rules live in
 //! `mcp_registration::client_id_metadata_document`; this only converts terms.
-//! The work is a few map operations, so it runs on the calling scheduler.
+//! The metadata map is the caller's and may be as large as a request map
+//! (`budget::REQUEST`), so this runs on a dirty CPU scheduler.
 
 use crate::etf;
 use mcp_registration::client_id_metadata_document;
@@ -10,11 +11,12 @@ use rustler::{Binary, Encoder, Env, Term};
 use serde_json::Value;
 
 use crate::atoms;
+use crate::budget;
 use crate::convert;
 
 /// `client_metadata_document(url, metadata, allow_loopback_http)`:
 /// `{:ok, map_with_string_keys}` or `{:error, reason}`.
-#[rustler::nif]
+#[rustler::nif(schedule = "DirtyCpu")]
 fn client_metadata_document<'a>(
     env: Env<'a>,
     url: Term<'a>,
@@ -22,7 +24,8 @@ fn client_metadata_document<'a>(
     allow_loopback_http: bool,
 ) -> Term<'a> {
     let result = url_arg(env, url).and_then(|url| {
-        let metadata = convert::map_to_json(env, metadata, "client_metadata")?;
+        let metadata = convert::map_to_json(env, metadata, "client_metadata", budget::REQUEST)
+            .map_err(|refusal| refusal.into_reason(env))?;
         client_id_metadata_document::document(&url, metadata, allow_loopback_http)
             .map_err(|e| convert::request_reason(env, e))
     });

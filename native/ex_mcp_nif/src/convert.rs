@@ -11,62 +11,107 @@ use rustler::{Binary, Encoder, Env, Term, TermType};
 use serde_json::{Map, Number, Value};
 
 use crate::atoms;
+use crate::budget::{Budget, Exceeded, Limits};
 
-/// Bounds on a caller's request map, so that checking it on a scheduler stays
-/// in the microseconds.
-const MAX_TERMS: usize = 50_000;
+/// Bounds the nesting of a caller's term.
 const MAX_DEPTH: usize = 32;
 
 /// Why a term could not become JSON.
-pub struct NotJson(pub &'static str);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotJson {
+    /// It holds something JSON cannot represent; the message says what.
+    Invalid(&'static str),
+    /// It is larger than the [`Limits`] it was converted under.
+    TooLarge,
+}
 
-/// Converts a caller's map (atom or string keys) into a JSON object. A value
-/// that cannot be converted is `{:invalid_field, key, message}`; `whole`
-/// names the map itself when it is not one.
+impl From<Exceeded> for NotJson {
+    fn from(_: Exceeded) -> Self {
+        NotJson::TooLarge
+    }
+}
+
+/// Why a caller's map was not converted.
+pub enum Refusal<'a> {
+    /// `{:invalid_field, key, message}` (or the like), ready to return.
+    Invalid(Term<'a>),
+    /// Over the limits; `field` is the top-level key being converted.
+    TooLarge { field: String },
+}
+
+impl<'a> Refusal<'a> {
+    /// The reason for the caller; over the limits is `{:invalid_field,
+    /// field, "is too large: ..."}` naming them.
+    pub fn into_reason(self, env: Env<'a>) -> Term<'a> {
+        match self {
+            Refusal::Invalid(reason) => reason,
+            Refusal::TooLarge { field } => {
+                invalid_field(env, &field, &crate::budget::too_large_message())
+            }
+        }
+    }
+}
+
+/// Converts a caller's map (atom or string keys) into a JSON object, within
+/// `limits`. A value that cannot be converted is `{:invalid_field, key,
+/// message}`; `whole` names the map itself when it is not one.
 pub fn map_to_json<'a>(
     env: Env<'a>,
     term: Term<'a>,
     whole: &str,
-) -> Result<Map<String, Value>, Term<'a>> {
-    let mut budget = MAX_TERMS;
-    let iter = MapIterator::new(term).ok_or_else(|| invalid_field(env, whole, "must be a map"))?;
+    limits: Limits,
+) -> Result<Map<String, Value>, Refusal<'a>> {
+    let mut budget = Budget::new(limits);
+    let iter = MapIterator::new(term)
+        .ok_or_else(|| Refusal::Invalid(invalid_field(env, whole, "must be a map")))?;
     let mut object = Map::new();
     for (key, value) in iter {
-        let name = key_to_string(key).map_err(|e| invalid_field(env, "<key>", e.0))?;
-        let value = to_json(value, 1, &mut budget).map_err(|e| invalid_field(env, &name, e.0))?;
+        let name = key_to_string(key, &mut budget).map_err(|e| match e {
+            NotJson::TooLarge => Refusal::TooLarge {
+                field: whole.to_owned(),
+            },
+            NotJson::Invalid(message) => Refusal::Invalid(invalid_field(env, "<key>", message)),
+        })?;
+        let value = to_json(value, 1, &mut budget).map_err(|e| match e {
+            NotJson::TooLarge => Refusal::TooLarge {
+                field: name.clone(),
+            },
+            NotJson::Invalid(message) => Refusal::Invalid(invalid_field(env, &name, message)),
+        })?;
         object.insert(name, value);
     }
     Ok(object)
 }
 
-/// Converts any JSON-representable term.
-pub fn term_to_json(term: Term) -> Result<Value, NotJson> {
-    let mut budget = MAX_TERMS;
-    to_json(term, 0, &mut budget)
+/// Converts any JSON-representable term within `limits`.
+pub fn term_to_json(term: Term, limits: Limits) -> Result<Value, NotJson> {
+    to_json(term, 0, &mut Budget::new(limits))
 }
 
-fn key_to_string(key: Term) -> Result<String, NotJson> {
+fn key_to_string(key: Term, budget: &mut Budget) -> Result<String, NotJson> {
     match key.get_type() {
         TermType::Atom => key
             .atom_to_string()
-            .map_err(|_| NotJson("has an unreadable atom key")),
-        TermType::Binary => binary_to_string(key),
-        _ => Err(NotJson("map keys must be atoms or strings")),
+            .map_err(|_| NotJson::Invalid("has an unreadable atom key")),
+        TermType::Binary => binary_to_string(key, budget),
+        _ => Err(NotJson::Invalid("map keys must be atoms or strings")),
     }
 }
 
-fn binary_to_string(term: Term) -> Result<String, NotJson> {
-    let binary = Binary::from_term(term).map_err(|_| NotJson("must be a binary"))?;
+/// The size is charged before the bytes are read or copied.
+fn binary_to_string(term: Term, budget: &mut Budget) -> Result<String, NotJson> {
+    let binary = Binary::from_term(term).map_err(|_| NotJson::Invalid("must be a binary"))?;
+    budget.text(binary.len())?;
     std::str::from_utf8(binary.as_slice())
         .map(str::to_owned)
-        .map_err(|_| NotJson("must be valid UTF-8"))
+        .map_err(|_| NotJson::Invalid("must be valid UTF-8"))
 }
 
-fn to_json(term: Term, depth: usize, budget: &mut usize) -> Result<Value, NotJson> {
+fn to_json(term: Term, depth: usize, budget: &mut Budget) -> Result<Value, NotJson> {
     if depth > MAX_DEPTH {
-        return Err(NotJson("is nested too deeply"));
+        return Err(NotJson::Invalid("is nested too deeply"));
     }
-    *budget = budget.checked_sub(1).ok_or(NotJson("is too large"))?;
+    budget.value()?;
     match term.get_type() {
         TermType::Atom => {
             if term == atoms::nil().to_term(term.get_env()) {
@@ -76,28 +121,28 @@ fn to_json(term: Term, depth: usize, budget: &mut usize) -> Result<Value, NotJso
             } else {
                 term.atom_to_string()
                     .map(Value::String)
-                    .map_err(|_| NotJson("has an unreadable atom"))
+                    .map_err(|_| NotJson::Invalid("has an unreadable atom"))
             }
         }
-        TermType::Binary => binary_to_string(term).map(Value::String),
+        TermType::Binary => binary_to_string(term, budget).map(Value::String),
         TermType::Integer => term
             .decode::<i64>()
             .map(Value::from)
             .or_else(|_| term.decode::<u64>().map(Value::from))
-            .map_err(|_| NotJson("holds an integer outside the 64-bit range")),
+            .map_err(|_| NotJson::Invalid("holds an integer outside the 64-bit range")),
         TermType::Float => term
             .decode::<f64>()
             .ok()
             .and_then(Number::from_f64)
             .map(Value::Number)
-            .ok_or(NotJson("holds a float JSON cannot represent")),
+            .ok_or(NotJson::Invalid("holds a float JSON cannot represent")),
         TermType::List => {
             let mut items = Vec::new();
             let mut rest = term;
             while !rest.is_empty_list() {
                 let (head, tail) = rest
                     .list_get_cell()
-                    .map_err(|_| NotJson("is an improper list"))?;
+                    .map_err(|_| NotJson::Invalid("is an improper list"))?;
                 items.push(to_json(head, depth + 1, budget)?);
                 rest = tail;
             }
@@ -105,19 +150,23 @@ fn to_json(term: Term, depth: usize, budget: &mut usize) -> Result<Value, NotJso
         }
         TermType::Map => {
             let mut object = Map::new();
-            for (key, value) in MapIterator::new(term).ok_or(NotJson("must be a map"))? {
-                object.insert(key_to_string(key)?, to_json(value, depth + 1, budget)?);
+            for (key, value) in MapIterator::new(term).ok_or(NotJson::Invalid("must be a map"))? {
+                object.insert(
+                    key_to_string(key, budget)?,
+                    to_json(value, depth + 1, budget)?,
+                );
             }
             Ok(Value::Object(object))
         }
-        _ => Err(NotJson(
+        _ => Err(NotJson::Invalid(
             "holds a value JSON cannot represent (a tuple, pid, reference or function)",
         )),
     }
 }
 
-/// Decodes ETF bytes made by `crate::etf` into a term of the
-/// calling process. Only for NIFs running on a scheduler.
+/// Decodes ETF bytes made by `crate::etf` into a term of the calling
+/// process. Only for NIFs running on a scheduler, and on a normal one only
+/// for small or bounded terms (see `budget`).
 pub fn from_etf<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     env.binary_to_term(bytes)
         .expect("etf.rs writes valid external terms")

@@ -4,9 +4,11 @@
 //! `{ref, etf_binary}` holding `{:ok, discovery} | {:error, reason}`.
 
 use mcp_registration::{Discover, Error};
+use rustler::types::list::ListIterator;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
 
 use crate::atoms;
+use crate::budget::{MAX_HEADERS, MAX_STRING_BYTES};
 use crate::convert;
 use crate::nifs::options_from;
 use crate::pending;
@@ -32,15 +34,32 @@ fn discover<'a>(
                 .ok()
                 .filter(|v| *v != atoms::nil().to_term(env))
         };
+        let not_strings = || {
+            convert::invalid_option(
+                env,
+                atoms::www_authenticate(),
+                "must be a string or a list of strings",
+            )
+        };
+        // Bounded like `:headers` (see budget): the list is read on the
+        // calling scheduler.
         let www_authenticate: Vec<String> = match get(atoms::www_authenticate()) {
             None => Vec::new(),
-            Some(list) => list.decode().map_err(|_| {
-                convert::invalid_option(
-                    env,
-                    atoms::www_authenticate(),
-                    "must be a string or a list of strings",
-                )
-            })?,
+            Some(list) => {
+                let items: ListIterator = list.decode().map_err(|_| not_strings())?;
+                let mut values = Vec::new();
+                for item in items {
+                    if values.len() == MAX_HEADERS {
+                        return Err(convert::invalid_option(
+                            env,
+                            atoms::www_authenticate(),
+                            &format!("holds more than {MAX_HEADERS} values"),
+                        ));
+                    }
+                    values.push(text(item).ok_or_else(not_strings)?);
+                }
+                values
+            }
         };
         let optional_text = |key| match get(key) {
             None => Ok(None),
@@ -73,8 +92,12 @@ fn discover<'a>(
     })
 }
 
+/// A UTF-8 binary of at most `MAX_STRING_BYTES`, checked before it is read.
 fn text(term: Term) -> Option<String> {
     let binary = Binary::from_term(term).ok()?;
+    if binary.len() > MAX_STRING_BYTES {
+        return None;
+    }
     std::str::from_utf8(binary.as_slice())
         .ok()
         .map(str::to_owned)

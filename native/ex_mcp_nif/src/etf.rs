@@ -5,9 +5,9 @@
 //! OTP 25 `enif_make_map_from_arrays` crashes the VM when called off a
 //! scheduler with a map of more than 128 keys (erlang/otp#8208). A binary is
 //! safe to make anywhere; the caller decodes it with
-//! `:erlang.binary_to_term(reply, [:safe])`, a BIF that yields, so a large
-//! answer never blocks a scheduler either. A refc binary also crosses the
-//! mailbox without being copied.
+//! `:erlang.binary_to_term(reply, [:safe])`, or, when it is large, with the
+//! same function in a dirty-CPU NIF: the BIF does not yield while it builds a
+//! large map. A refc binary also crosses the mailbox without being copied.
 //!
 //! Only what replies need is encoded: atoms from this crate's fixed lists (or
 //! the caller's own, checked to exist), binaries, integers, floats, lists,

@@ -3,6 +3,7 @@
 //! embedded registration server (`server`) runs on the same runtime.
 
 mod atoms;
+mod budget;
 mod client_id_metadata_document;
 mod convert;
 mod discovery;

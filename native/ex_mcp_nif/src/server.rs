@@ -17,7 +17,9 @@ use mcp_registration::server::{
 };
 use rustler::types::atom::Atom;
 use rustler::types::map::map_new;
-use rustler::{Binary, Encoder, Env, LocalPid, Monitor, NifResult, Resource, ResourceArc, Term};
+use rustler::{
+    Binary, Encoder, Env, LocalPid, Monitor, NewBinary, NifResult, Resource, ResourceArc, Term,
+};
 
 use crate::atoms;
 use crate::convert;
@@ -88,8 +90,11 @@ fn server_info(env: Env, resource: ResourceArc<ServerResource>) -> NifResult<Ter
     Ok(info)
 }
 
-/// `server_lookup(resource, client_id)`: `{:ok, client_information}` or `:error`.
-#[rustler::nif]
+/// `server_lookup(resource, client_id)`: `{:ok, client_information}` or
+/// `:error`, as ETF bytes. A stored client can be as large as the server's
+/// `max_body_bytes`: copying and encoding it runs on a dirty scheduler, and
+/// the caller decodes it with `Native.decode/1` (see `budget`).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn server_lookup<'a>(
     env: Env<'a>,
     resource: ResourceArc<ServerResource>,
@@ -98,7 +103,7 @@ fn server_lookup<'a>(
     let found = std::str::from_utf8(client_id.as_slice())
         .ok()
         .and_then(|id| resource.server.store().lookup(id));
-    convert::from_etf(env, &etf::lookup(found.as_ref()))
+    Term::from(NewBinary::from_slice(env, &etf::lookup(found.as_ref())))
 }
 
 /// `server_list(resource)`: every client's information, by issue time then id. On a

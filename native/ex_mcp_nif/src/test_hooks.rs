@@ -92,14 +92,17 @@ fn panic_next_call() -> Atom {
 /// (converted the way request maps are), or `{:error, message}`.
 #[rustler::nif]
 fn etf_encode_json<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
-    match convert::term_to_json(term) {
+    match convert::term_to_json(term, crate::budget::REQUEST) {
         Ok(value) => {
             let bytes = etf::json(&value);
             let mut binary = NewBinary::new(env, bytes.len());
             binary.as_mut_slice().copy_from_slice(&bytes);
             Term::from(binary)
         }
-        Err(why) => (atoms::error(), why.0).encode(env),
+        Err(convert::NotJson::Invalid(why)) => (atoms::error(), why).encode(env),
+        Err(convert::NotJson::TooLarge) => {
+            (atoms::error(), crate::budget::too_large_message()).encode(env)
+        }
     }
 }
 
