@@ -13,6 +13,7 @@ defmodule ExMCP.Authorization.Hardening.DiscoveryDnsTest do
   use ExUnit.Case, async: true
 
   alias ExMCP.Authorization.ClientRegistration
+  alias ExMCP.Test.Certificates
 
   @moduletag :tmp_dir
 
@@ -58,35 +59,12 @@ defmodule ExMCP.Authorization.Hardening.DiscoveryDnsTest do
   IO.puts("PATHS " <> inspect(Enum.map(FixtureServer.requests(server), & &1.path)))
   """
 
-  defp openssl!(dir, args) do
-    {output, status} = System.cmd("openssl", args, cd: dir, stderr_to_stdout: true)
-    assert status == 0, "openssl #{Enum.join(args, " ")}: #{output}"
-  end
-
+  # A CA and a certificate it signed for the two learned names: their paths.
   defp certificates!(dir) do
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    %{ca: ca, cert: cert, key: key} =
+      Certificates.ca_and_server!(dir, "DNS:mcp.example.test,DNS:as.example.test")
 
-    openssl!(
-      dir,
-      ["req", "-x509"] ++
-        ec ++
-        ~w(-keyout ca.key -out ca.pem -days 30 -subj /CN=ExMCP-DNS-CA
-           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign)
-    )
-
-    openssl!(dir, ["req"] ++ ec ++ ~w(-keyout leaf.key -out leaf.csr -subj /CN=mcp.example.test))
-
-    File.write!(
-      Path.join(dir, "leaf.ext"),
-      "subjectAltName=DNS:mcp.example.test,DNS:as.example.test\nextendedKeyUsage=serverAuth\n"
-    )
-
-    openssl!(
-      dir,
-      ~w(x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -days 30 -set_serial 2 -out leaf.pem -extfile leaf.ext)
-    )
-
-    Enum.map(["ca.pem", "leaf.pem", "leaf.key"], &Path.join(dir, &1))
+    [ca, cert, key]
   end
 
   test "a learned name resolving to 127.0.0.1 is refused when the start URL is not loopback", %{tmp_dir: dir} do

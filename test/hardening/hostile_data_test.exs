@@ -9,7 +9,7 @@ defmodule ExMCP.Hardening.HostileDataTest do
   import ExUnit.CaptureLog
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
-  alias ExMCP.Test.FixtureServer
+  alias ExMCP.Test.{Certificates, FixtureServer}
 
   import ExMCP.Test.FixtureServer, only: [registration_request: 1]
   import ExMCP.Test.HardeningReport, only: [report: 2]
@@ -85,19 +85,6 @@ defmodule ExMCP.Hardening.HostileDataTest do
       port
     end
 
-    defp self_signed_cert(dir) do
-      {_, 0} =
-        System.cmd(
-          "openssl",
-          ~w(req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out cert.pem
-             -days 30 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1),
-          cd: dir,
-          stderr_to_stdout: true
-        )
-
-      [certfile: Path.join(dir, "cert.pem"), keyfile: Path.join(dir, "key.pem")]
-    end
-
     @tag :tmp_dir
     test "never appear in logs, error sentences or inspected reasons, on success or failure", %{tmp_dir: dir} do
       issued =
@@ -110,6 +97,7 @@ defmodule ExMCP.Hardening.HostileDataTest do
 
       ok = {:respond, 201, @json, issued}
       current = {:respond, 200, @json, issued}
+      self_signed = Certificates.self_signed!(dir, "self")
 
       servers = %{
         # register; read; update (read + PUT); replace (PUT); delete
@@ -123,7 +111,7 @@ defmodule ExMCP.Hardening.HostileDataTest do
         refusal: FixtureServer.start!(fn _ -> {:respond, 401, @json, ~s({"error":"invalid_token"})} end),
         http_error: FixtureServer.start!(fn _ -> {:respond, 500, [], "oops"} end),
         too_large: FixtureServer.start!(fn _ -> {:respond, 201, @json, String.duplicate(" ", 2_000)} end),
-        tls: FixtureServer.start!(fn _ -> ok end, tls: self_signed_cert(dir))
+        tls: FixtureServer.start!(fn _ -> ok end, tls: [certfile: self_signed.cert, keyfile: self_signed.key])
       }
 
       base_opts = [timeout: 300, max_response_bytes: 1_000]

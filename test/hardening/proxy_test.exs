@@ -9,7 +9,7 @@ defmodule ExMCP.Hardening.ProxyTest do
   use ExUnit.Case, async: true
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
-  alias ExMCP.Test.{FixtureServer, Tinyproxy}
+  alias ExMCP.Test.{Certificates, FixtureServer, Tinyproxy}
 
   import ExMCP.Test.FixtureServer, only: [registration_request: 1]
   import ExUnit.CaptureIO
@@ -24,24 +24,10 @@ defmodule ExMCP.Hardening.ProxyTest do
     for {"via", value} <- request.headers, do: value
   end
 
-  defp self_signed_tls(dir) do
-    {_, 0} =
-      System.cmd(
-        "openssl",
-        ~w(req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out cert.pem
-           -days 30 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE),
-        cd: dir,
-        stderr_to_stdout: true
-      )
-
-    %{cert: Path.join(dir, "cert.pem"), key: Path.join(dir, "key.pem")}
-  end
-
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "ex_mcp_proxy_#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
+    dir = Certificates.tmp_dir!("ex_mcp_proxy")
     on_exit(fn -> File.rm_rf!(dir) end)
-    {:ok, tls: self_signed_tls(dir)}
+    {:ok, tls: Certificates.self_signed!(dir, "self")}
   end
 
   test "a registration over plain http arrives through the proxy, with its Via header" do

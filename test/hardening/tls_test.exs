@@ -10,7 +10,6 @@ defmodule ExMCP.Hardening.TLSTest do
   alias ExMCP.Test.{Certificates, FixtureServer}
 
   import ExMCP.Test.FixtureServer, only: [registration_request: 1]
-  import ExMCP.Test.Certificates, only: [openssl!: 2]
 
   @json [{"content-type", "application/json"}]
   @ok {:respond, 201, @json, ~s({"client_id":"abc"})}
@@ -24,54 +23,15 @@ defmodule ExMCP.Hardening.TLSTest do
   # -- Certificates --------------------------------------------------------------
 
   defp certificates(dir) do
-    # A CA, and good.pem: its certificate for 127.0.0.1/localhost.
-    Certificates.loopback!(dir)
+    # A CA, and server.pem: its certificate for 127.0.0.1/localhost.
+    loopback = Certificates.loopback!(dir)
 
-    File.write!(
-      Path.join(dir, "wrong.ext"),
-      Certificates.server_extensions("DNS:wrong.example.com")
-    )
+    # The same key, certified for another host name.
+    File.write!(Path.join(dir, "wrong.ext"), Certificates.server_extensions("DNS:wrong.example.com"))
+    Certificates.sign!(dir, "server.csr", "wrong.ext", "wrong.pem", "3")
 
-    Certificates.sign!(dir, "wrong.pem", "3", "wrong.ext")
-
-    # `openssl x509` cannot back-date; `openssl ca` can set both dates.
-    File.write!(Path.join(dir, "index.txt"), "")
-    File.write!(Path.join(dir, "serial"), "04\n")
-
-    File.write!(Path.join(dir, "ca.cnf"), """
-    [ca]
-    default_ca = this
-    [this]
-    database = index.txt
-    new_certs_dir = .
-    serial = serial
-    default_md = sha256
-    policy = any
-    [any]
-    commonName = supplied
-    """)
-
-    openssl!(
-      dir,
-      ~w(ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in server.csr -out expired.pem -notext
-         -startdate 20200101000000Z -enddate 20200201000000Z -extfile good.ext)
-    )
-
-    openssl!(
-      dir,
-      ["req", "-x509"] ++
-        Certificates.ec_key_args() ++
-        ~w(-keyout self.key -out self.pem -days 30 -subj /CN=127.0.0.1
-           -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
-    )
-
-    openssl!(
-      dir,
-      ["req", "-x509"] ++
-        Certificates.ec_key_args() ++
-        ~w(-keyout other.key -out other.pem -days 30 -subj /CN=127.0.0.1
-           -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE)
-    )
+    self_signed = Certificates.self_signed!(dir, "self")
+    other = Certificates.self_signed!(dir, "other")
 
     File.write!(Path.join(dir, "not_pem.txt"), "this is not a certificate\n")
 
@@ -85,19 +45,19 @@ defmodule ExMCP.Hardening.TLSTest do
     path = &Path.join(dir, &1)
 
     %{
-      ca: path.("ca.pem"),
-      server_key: path.("server.key"),
-      good: path.("good.pem"),
+      ca: loopback.ca,
+      server_key: loopback.key,
+      good: loopback.cert,
       wrong: path.("wrong.pem"),
-      expired: path.("expired.pem"),
-      self_signed: path.("self.pem"),
-      self_key: path.("self.key"),
-      other: path.("other.pem"),
-      other_key: path.("other.key"),
+      expired: Certificates.expired!(dir, "server.csr", "server.ext", "expired.pem"),
+      self_signed: self_signed.cert,
+      self_key: self_signed.key,
+      other: other.cert,
+      other_key: other.key,
       armoured: path.("armoured.pem"),
       dir: dir,
       not_pem: path.("not_pem.txt"),
-      key_only: path.("server.key"),
+      key_only: loopback.key,
       empty: path.("empty.pem"),
       missing: path.("does_not_exist.pem")
     }

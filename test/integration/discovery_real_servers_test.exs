@@ -24,7 +24,7 @@ defmodule ExMCP.Integration.DiscoveryRealServersTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
-  alias ExMCP.Test.{FixtureServer, OidcProvider, ScriptServer}
+  alias ExMCP.Test.{Certificates, FixtureServer, OidcProvider, ScriptServer}
 
   @moduletag :discovery_real_servers
 
@@ -157,7 +157,7 @@ defmodule ExMCP.Integration.DiscoveryRealServersTest do
     @describetag :tmp_dir
 
     setup %{tmp_dir: dir} do
-      {ca, cert, key} = certificates!(dir)
+      %{ca: ca, cert: cert, key: key} = Certificates.loopback!(dir)
       node = System.find_executable("node") || flunk("the `node` executable is not on the PATH")
 
       server =
@@ -235,34 +235,6 @@ defmodule ExMCP.Integration.DiscoveryRealServersTest do
       assert location =~ "/interaction/"
       assert_received {:document_fetched, "/oauth/client.json"}
     end
-  end
-
-  # A CA and a certificate for 127.0.0.1 it signed (openssl CLI).
-  defp certificates!(dir) do
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    openssl = fn args ->
-      {output, status} = System.cmd("openssl", args, cd: dir, stderr_to_stdout: true)
-      assert status == 0, "openssl #{Enum.join(args, " ")}: #{output}"
-    end
-
-    openssl.(
-      ["req", "-x509"] ++
-        ec ++
-        ~w(-keyout ca.key -out ca.pem -days 30 -subj /CN=ExMCP-CIMD-CA
-           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign)
-    )
-
-    openssl.(["req"] ++ ec ++ ~w(-keyout doc.key -out doc.csr -subj /CN=127.0.0.1))
-    File.write!(Path.join(dir, "doc.ext"), "subjectAltName=IP:127.0.0.1
-extendedKeyUsage=serverAuth
-")
-
-    openssl.(
-      ~w(x509 -req -in doc.csr -CA ca.pem -CAkey ca.key -days 30 -set_serial 2 -out doc.pem -extfile doc.ext)
-    )
-
-    {Path.join(dir, "ca.pem"), Path.join(dir, "doc.pem"), Path.join(dir, "doc.key")}
   end
 
   describe "the MCP Python SDK's authorization server" do

@@ -20,7 +20,7 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.{ClientRegistration, RegistrationServer}
-  alias ExMCP.Test.{FixtureServer, NodeScript, TestCA}
+  alias ExMCP.Test.{Certificates, FixtureServer, NodeScript}
 
   @moduletag :mcp_sdk
   @moduletag :tmp_dir
@@ -29,29 +29,13 @@ defmodule ExMCP.Integration.McpSdkCimdTest do
   @scopes ["mcp:read", "mcp:write"]
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "ex_mcp_cimd_tls_#{System.unique_integer([:positive])}")
+    dir = Certificates.tmp_dir!("ex_mcp_cimd_tls")
     on_exit(fn -> File.rm_rf!(dir) end)
-    %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: TestCA.create!(dir)}
+    %{node: NodeScript.require_package!("@modelcontextprotocol/sdk"), tls: Certificates.loopback!(dir)}
   end
 
-  # Serves `document.(url)` at /client.json over TLS; the URL is rebuilt from
-  # the request's Host header, as the port is known only once it listens.
-  defp document_host!(tls, document) do
-    parent = self()
-
-    host =
-      FixtureServer.start!(
-        fn request ->
-          send(parent, {:document_fetched, request.path})
-          {"host", authority} = List.keyfind(request.headers, "host", 0)
-          body = document.("https://#{authority}#{request.path}") |> ExMCP.Test.JSON.encode!()
-          {:respond, 200, [{"content-type", "application/json"}], body}
-        end,
-        tls: [certfile: tls.cert, keyfile: tls.key]
-      )
-
-    {host, FixtureServer.url(host, "/client.json")}
-  end
+  defp document_host!(tls, document),
+    do: FixtureServer.document_host!(document, certfile: tls.cert, keyfile: tls.key)
 
   defp start_server!(tls) do
     start_supervised!(

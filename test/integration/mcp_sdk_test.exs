@@ -15,14 +15,12 @@ defmodule ExMCP.Integration.McpSdkTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.{ClientRegistration, RegistrationServer}
-  alias ExMCP.Test.JSON
+  alias ExMCP.Test.{JSON, NodeScript}
 
   @moduletag :mcp_sdk
   @moduletag :tmp_dir
 
-  @servers_dir Path.expand("../servers", __DIR__)
-  @script Path.join(@servers_dir, "sdk_register.mjs")
-  @sdk_dir Path.join([@servers_dir, "node_modules", "@modelcontextprotocol", "sdk"])
+  @sdk_dir Path.join([NodeScript.servers_dir(), "node_modules", "@modelcontextprotocol", "sdk"])
   @script_timeout 30_000
 
   @redirect_uri "http://localhost:3000/callback"
@@ -37,25 +35,8 @@ defmodule ExMCP.Integration.McpSdkTest do
   @sdk_stripped ["registration_access_token", "registration_client_uri"]
 
   setup_all do
-    node = System.find_executable("node") || flunk("the `node` executable is not on the PATH")
-
-    unless File.dir?(@sdk_dir) do
-      flunk(
-        "#{@sdk_dir} is missing: run `npm ci --prefix test/servers` in the project root " <>
-          "(bin/setup does it) to install the MCP TypeScript SDK"
-      )
-    end
-
-    pinned = JSON.decode!(File.read!(Path.join(@servers_dir, "package.json")))["dependencies"]
+    node = NodeScript.require_package!("@modelcontextprotocol/sdk")
     installed = JSON.decode!(File.read!(Path.join(@sdk_dir, "package.json")))["version"]
-
-    unless installed == pinned["@modelcontextprotocol/sdk"] do
-      flunk(
-        "test/servers/node_modules holds @modelcontextprotocol/sdk #{installed}, but package.json pins " <>
-          "#{pinned["@modelcontextprotocol/sdk"]}: run `npm ci --prefix test/servers`"
-      )
-    end
-
     %{node: node, sdk_version: installed}
   end
 
@@ -67,63 +48,8 @@ defmodule ExMCP.Integration.McpSdkTest do
   # Runs the script to completion (or kills it after @script_timeout) and
   # returns its one JSON line, decoded. Its stderr goes to a file, shown when
   # it fails.
-  defp run_sdk!(%{node: node, url: url, tmp_dir: tmp_dir}, extra_args \\ []) do
-    stderr_path = Path.join(tmp_dir, "sdk_register.stderr")
-
-    port =
-      Port.open({:spawn_executable, "/bin/sh"}, [
-        :binary,
-        :exit_status,
-        :use_stdio,
-        :hide,
-        {:cd, @servers_dir},
-        {:env, [{~c"SDK_STDERR", String.to_charlist(stderr_path)}]},
-        # exec: the shell becomes node, so the port's OS pid is node's.
-        {:args, ["-c", ~s(exec "$0" "$@" 2>"$SDK_STDERR"), node, @script, url | extra_args]}
-      ])
-
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    deadline = System.monotonic_time(:millisecond) + @script_timeout
-
-    {status, stdout} = collect(port, os_pid, deadline, [])
-
-    stderr =
-      case File.read(stderr_path) do
-        {:ok, text} -> text
-        {:error, reason} -> "(unreadable: #{inspect(reason)})"
-      end
-
-    assert status == 0,
-           "sdk_register.mjs exited with #{inspect(status)}\nstdout: #{stdout}\nstderr: #{stderr}"
-
-    assert [line] = String.split(stdout, "\n", trim: true),
-           "expected exactly one JSON line on stdout, got: #{inspect(stdout)}"
-
-    JSON.decode!(line)
-  end
-
-  defp collect(port, os_pid, deadline, acc) do
-    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {^port, {:data, data}} ->
-        collect(port, os_pid, deadline, [acc, data])
-
-      {^port, {:exit_status, status}} ->
-        {status, IO.iodata_to_binary(acc)}
-    after
-      remaining ->
-        System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
-
-        receive do
-          {^port, {:exit_status, _}} -> :ok
-        after
-          2_000 -> :ok
-        end
-
-        {:timeout, IO.iodata_to_binary(acc)}
-    end
-  end
+  defp run_sdk!(%{node: node, url: url, tmp_dir: tmp_dir}, extra_args \\ []),
+    do: NodeScript.run!(node, "sdk_register.mjs", [url | extra_args], tmp_dir, @script_timeout)
 
   defp lookup!(server, client_id) do
     assert {:ok, stored} = RegistrationServer.lookup(server, client_id),

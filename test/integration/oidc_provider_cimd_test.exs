@@ -17,7 +17,7 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
   use ExUnit.Case, async: false
 
   alias ExMCP.Authorization.ClientRegistration
-  alias ExMCP.Test.{FixtureServer, JSON, OidcProvider, TestCA}
+  alias ExMCP.Test.{Certificates, FixtureServer, OidcProvider}
 
   @moduletag :oidc_provider
 
@@ -26,9 +26,9 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
 
   setup_all do
     {:ok, _} = Application.ensure_all_started(:inets)
-    dir = Path.join(System.tmp_dir!(), "ex_mcp_oidc_cimd_#{System.unique_integer([:positive])}")
+    dir = Certificates.tmp_dir!("ex_mcp_oidc_cimd")
     on_exit(fn -> File.rm_rf!(dir) end)
-    %{tls: TestCA.create!(dir)}
+    %{tls: Certificates.loopback!(dir)}
   end
 
   setup %{tls: tls} do
@@ -38,21 +38,9 @@ defmodule ExMCP.Integration.OidcProviderCimdTest do
 
   # Serves document.(url) at every path over TLS, the URL rebuilt from Host.
   defp document_host!(tls, document) do
-    parent = self()
-
-    host =
-      FixtureServer.start!(
-        fn request ->
-          send(parent, {:document_fetched, request.path})
-          {"host", authority} = List.keyfind(request.headers, "host", 0)
-          body = JSON.encode!(document.("https://#{authority}#{request.path}"))
-          {:respond, 200, [{"content-type", "application/json"}], body}
-        end,
-        tls: [certfile: tls.cert, keyfile: tls.key]
-      )
-
+    {host, url} = FixtureServer.document_host!(document, certfile: tls.cert, keyfile: tls.key)
     on_exit(fn -> if Process.alive?(host), do: FixtureServer.stop(host) end)
-    FixtureServer.url(host, "/client.json")
+    url
   end
 
   defp authorization_request(discovery, client_id) do

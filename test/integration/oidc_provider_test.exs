@@ -448,8 +448,7 @@ defmodule ExMCP.Integration.OidcProviderTest do
       on_exit(fn -> File.rm_rf!(dir) end)
       certs = ExMCP.Test.Certificates.loopback!(dir)
 
-      server =
-        start_provider(tls: [certfile: certs.server_cert, keyfile: certs.server_key, cacertfile: certs.ca])
+      server = start_provider(tls: [certfile: certs.cert, keyfile: certs.key, cacertfile: certs.ca])
 
       %{server: server, ca: certs.ca}
     end

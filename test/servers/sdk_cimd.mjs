@@ -16,6 +16,8 @@
 
 import { readFileSync } from 'node:fs';
 
+import { memoryProvider } from './sdk_provider.mjs';
+
 let auth;
 try {
   ({ auth } = await import('@modelcontextprotocol/sdk/client/auth.js'));
@@ -38,7 +40,6 @@ if (!serverUrl || !clientMetadataUrl || !redirectUri) {
 }
 
 async function run() {
-  const store = { clientInformation: undefined, codeVerifier: undefined, authorizationUrl: undefined };
   const requests = [];
   const recordingFetch = async (url, init) => {
     const response = await fetch(url, init);
@@ -46,37 +47,18 @@ async function run() {
     return response;
   };
 
-  const provider = {
-    get redirectUrl() {
-      return redirectUri;
-    },
+  const { provider, store } = memoryProvider({
+    redirectUrl: redirectUri,
     clientMetadataUrl,
-    get clientMetadata() {
-      return {
-        client_name: 'MCP TS SDK CIMD client',
-        redirect_uris: [redirectUri],
-        grant_types: ['authorization_code'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'none',
-      };
-    },
-    clientInformation: () => store.clientInformation,
-    saveClientInformation: (information) => {
-      store.clientInformation = information;
-    },
-    tokens: () => undefined,
-    saveTokens: () => {
-      throw new Error('no token exchange is expected in this flow');
+    clientMetadata: {
+      client_name: 'MCP TS SDK CIMD client',
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
     },
     state: () => 'sdk-state-1',
-    redirectToAuthorization: (url) => {
-      store.authorizationUrl = String(url);
-    },
-    saveCodeVerifier: (verifier) => {
-      store.codeVerifier = verifier;
-    },
-    codeVerifier: () => store.codeVerifier,
-  };
+  });
 
   const result = await auth(provider, { serverUrl, fetchFn: recordingFetch });
   if (!store.authorizationUrl) throw new Error(`auth() returned ${result} without asking for a redirect`);

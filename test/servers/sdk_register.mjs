@@ -37,6 +37,8 @@
 import { readFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 
+import { memoryProvider } from './sdk_provider.mjs';
+
 let sdk;
 let schemas;
 try {
@@ -203,32 +205,11 @@ async function registrations() {
 
 // The auth() orchestrator with an in-memory provider.
 async function authFlow() {
-  const store = { clientInformation: undefined, codeVerifier: undefined, authorizationUrl: undefined };
   const log = [];
-
-  const provider = {
-    get redirectUrl() {
-      return REDIRECT_URI;
-    },
-    get clientMetadata() {
-      return { ...publicMetadata, client_name: 'MCP TS SDK ✓ auth()' };
-    },
-    clientInformation: () => store.clientInformation,
-    saveClientInformation: (information) => {
-      store.clientInformation = information;
-    },
-    tokens: () => undefined,
-    saveTokens: () => {
-      throw new Error('no token exchange is expected in this flow');
-    },
-    redirectToAuthorization: (url) => {
-      store.authorizationUrl = String(url);
-    },
-    saveCodeVerifier: (verifier) => {
-      store.codeVerifier = verifier;
-    },
-    codeVerifier: () => store.codeVerifier,
-  };
+  const { provider, store } = memoryProvider({
+    redirectUrl: REDIRECT_URI,
+    clientMetadata: { ...publicMetadata, client_name: 'MCP TS SDK ✓ auth()' },
+  });
 
   const result = await auth(provider, { serverUrl: baseUrl, fetchFn: recordingFetch(log) });
   if (!store.authorizationUrl) throw new Error(`auth() returned ${result} without asking for a redirect`);

@@ -239,6 +239,32 @@ defmodule ExMCP.Test.FixtureServer do
   @spec stop(GenServer.server()) :: :ok
   def stop(server), do: GenServer.stop(server, :normal)
 
+  @doc """
+  Starts (`start!/2`) an https server with the certificate `tls`
+  (`[certfile: pem, keyfile: pem]`) that answers every request with the JSON
+  `document.(url)`, `url` being the request's own URL rebuilt from its Host
+  header (the port is known only once it listens). It sends the caller
+  `{:document_fetched, path}` for each request. Returns the server and the URL
+  of its `/client.json`: a host for Client ID Metadata Documents.
+  """
+  @spec document_host!((String.t() -> term()), keyword()) :: {pid(), String.t()}
+  def document_host!(document, tls) do
+    parent = self()
+
+    host =
+      start!(
+        fn request ->
+          send(parent, {:document_fetched, request.path})
+          {"host", authority} = List.keyfind(request.headers, "host", 0)
+          body = ExMCP.Test.JSON.encode!(document.("https://#{authority}#{request.path}"))
+          {:respond, 200, [{"content-type", "application/json"}], body}
+        end,
+        tls: tls
+      )
+
+    {host, url(host, "/client.json")}
+  end
+
   defp check_handler!(handler) when is_function(handler, 1) or is_list(handler), do: :ok
 
   defp check_handler!(other),

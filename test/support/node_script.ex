@@ -7,7 +7,7 @@ defmodule ExMCP.Test.NodeScript do
 
   import ExUnit.Assertions
 
-  alias ExMCP.Test.JSON
+  alias ExMCP.Test.{JSON, OSProcess}
 
   @servers_dir Path.expand("../servers", __DIR__)
 
@@ -42,21 +42,25 @@ defmodule ExMCP.Test.NodeScript do
   def run!(node, script, args, tmp_dir, timeout \\ 30_000) do
     stderr_path = Path.join(tmp_dir, script <> ".stderr")
 
-    port =
-      Port.open({:spawn_executable, "/bin/sh"}, [
-        :binary,
-        :exit_status,
-        :use_stdio,
-        :hide,
-        {:cd, @servers_dir},
-        {:env, [{~c"SCRIPT_STDERR", String.to_charlist(stderr_path)}]},
-        # exec: the shell becomes node, so the port's OS pid is node's.
-        {:args, ["-c", ~s(exec "$0" "$@" 2>"$SCRIPT_STDERR"), node, Path.join(@servers_dir, script) | args]}
-      ])
+    {status, stdout} =
+      OSProcess.run(
+        "/bin/sh",
+        [
+          :use_stdio,
+          :hide,
+          {:cd, @servers_dir},
+          {:env, [{~c"SCRIPT_STDERR", String.to_charlist(stderr_path)}]},
+          # exec: the shell becomes node, so the port's OS pid is node's.
+          {:args, ["-c", ~s(exec "$0" "$@" 2>"$SCRIPT_STDERR"), node, Path.join(@servers_dir, script) | args]}
+        ],
+        timeout
+      )
 
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    {status, stdout} = collect(port, os_pid, System.monotonic_time(:millisecond) + timeout, [])
-    stderr = File.read(stderr_path) |> elem(1)
+    stderr =
+      case File.read(stderr_path) do
+        {:ok, text} -> text
+        {:error, reason} -> "(unreadable: #{inspect(reason)})"
+      end
 
     assert status == 0, "#{script} exited with #{inspect(status)}\nstdout: #{stdout}\nstderr: #{stderr}"
 
@@ -64,28 +68,5 @@ defmodule ExMCP.Test.NodeScript do
            "expected exactly one JSON line on stdout, got: #{inspect(stdout)}"
 
     JSON.decode!(line)
-  end
-
-  defp collect(port, os_pid, deadline, acc) do
-    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {^port, {:data, data}} ->
-        collect(port, os_pid, deadline, [acc, data])
-
-      {^port, {:exit_status, status}} ->
-        {status, IO.iodata_to_binary(acc)}
-    after
-      remaining ->
-        System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
-
-        receive do
-          {^port, {:exit_status, _}} -> :ok
-        after
-          2_000 -> :ok
-        end
-
-        {:timeout, IO.iodata_to_binary(acc)}
-    end
   end
 end

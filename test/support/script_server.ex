@@ -18,7 +18,7 @@ defmodule ExMCP.Test.ScriptServer do
 
   use GenServer
 
-  alias ExMCP.Test.JSON
+  alias ExMCP.Test.{JSON, OSProcess}
 
   @servers_dir Path.expand("../servers", __DIR__)
   @stop_timeout 3_000
@@ -49,10 +49,8 @@ defmodule ExMCP.Test.ScriptServer do
       for {name, value} <- Keyword.get(opts, :env, []),
           do: {to_charlist(name), to_charlist(value)}
 
-    port =
-      Port.open({:spawn_executable, executable}, [
-        :binary,
-        :exit_status,
+    {port, os_pid} =
+      OSProcess.open(executable, [
         :use_stdio,
         {:line, 65_536},
         {:cd, Keyword.get(opts, :cd, @servers_dir)},
@@ -60,15 +58,12 @@ defmodule ExMCP.Test.ScriptServer do
         {:env, env}
       ])
 
-    os_pid = port |> Port.info(:os_pid) |> elem(1)
-    deadline = System.monotonic_time(:millisecond) + Keyword.get(opts, :startup_timeout, 30_000)
-
-    case await_ready(port, "", deadline) do
+    case await_ready(port, OSProcess.deadline(Keyword.get(opts, :startup_timeout, 30_000))) do
       {:ok, info} ->
         {:ok, %{port: port, os_pid: os_pid, info: info}}
 
       {:error, reason} ->
-        stop_os_process(port, os_pid)
+        OSProcess.stop(port, os_pid, @stop_timeout)
         {:stop, reason}
     end
   end
@@ -85,46 +80,22 @@ defmodule ExMCP.Test.ScriptServer do
 
   @impl true
   def terminate(_reason, %{port: nil}), do: :ok
-  def terminate(_reason, %{port: port, os_pid: os_pid}), do: stop_os_process(port, os_pid)
+  def terminate(_reason, %{port: port, os_pid: os_pid}), do: OSProcess.stop(port, os_pid, @stop_timeout)
 
-  defp await_ready(port, partial, deadline) do
-    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {^port, {:data, {:noeol, chunk}}} ->
-        await_ready(port, partial <> chunk, deadline)
-
-      {^port, {:data, {:eol, chunk}}} ->
-        line = partial <> chunk
-
+  defp await_ready(port, deadline) do
+    case OSProcess.await_line(port, deadline) do
+      {:ok, line} ->
         try do
           {:ok, JSON.decode!(line)}
         rescue
           ArgumentError -> {:error, {:unexpected_output, line}}
         end
 
-      {^port, {:exit_status, status}} ->
+      {:exited, status} ->
         {:error, {:script_exited, status}}
-    after
-      remaining -> {:error, :startup_timeout}
+
+      :timeout ->
+        {:error, :startup_timeout}
     end
-  end
-
-  defp stop_os_process(port, os_pid) do
-    System.cmd("kill", ["-TERM", Integer.to_string(os_pid)], stderr_to_stdout: true)
-
-    receive do
-      {^port, {:exit_status, _}} -> :ok
-    after
-      @stop_timeout -> System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
-    end
-
-    try do
-      Port.close(port)
-    rescue
-      ArgumentError -> :ok
-    end
-
-    :ok
   end
 end

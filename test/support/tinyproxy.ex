@@ -22,6 +22,8 @@ defmodule ExMCP.Test.Tinyproxy do
 
   use GenServer
 
+  alias ExMCP.Test.OSProcess
+
   @via "ex-mcp-test-proxy"
 
   @doc "The `Via` name the proxy adds to requests it forwards."
@@ -76,16 +78,9 @@ defmodule ExMCP.Test.Tinyproxy do
     config = Path.join(dir, "tinyproxy.conf")
     File.write!(config, config(port, opts))
 
-    os_port =
-      Port.open({:spawn_executable, executable}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 4096},
-        args: ["-d", "-c", config]
-      ])
+    {os_port, os_pid} =
+      OSProcess.open(executable, [:stderr_to_stdout, {:line, 4096}, args: ["-d", "-c", config]])
 
-    {:os_pid, os_pid} = Port.info(os_port, :os_pid)
     state = %{port: port, os_port: os_port, os_pid: os_pid, dir: dir, log: [], waiters: []}
 
     case await_ready(state) do
@@ -127,17 +122,16 @@ defmodule ExMCP.Test.Tinyproxy do
     port
   end
 
-  # tinyproxy prints this line once its listening socket is open.
-  defp await_ready(%{os_port: os_port} = state) do
-    receive do
-      {^os_port, {:data, {_, line}}} ->
+  # tinyproxy prints this line once its listening socket is open; each line
+  # may take up to 10 s.
+  defp await_ready(state) do
+    case OSProcess.await_line(state.os_port, OSProcess.deadline(10_000)) do
+      {:ok, line} ->
         state = %{state | log: [line | state.log]}
         if line =~ "Accepting connections", do: {:ok, state}, else: await_ready(state)
 
-      {^os_port, {:exit_status, _}} ->
+      _exited_or_timeout ->
         {:exited, state}
-    after
-      10_000 -> {:exited, state}
     end
   end
 
@@ -168,14 +162,7 @@ defmodule ExMCP.Test.Tinyproxy do
   def terminate(_reason, %{os_port: nil} = state), do: File.rm_rf(state.dir)
 
   def terminate(_reason, %{os_port: os_port, os_pid: os_pid} = state) do
-    System.cmd("kill", ["-TERM", Integer.to_string(os_pid)])
-
-    receive do
-      {^os_port, {:exit_status, _}} -> :ok
-    after
-      5_000 -> System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
-    end
-
+    OSProcess.stop(os_port, os_pid, 5_000)
     File.rm_rf(state.dir)
   end
 end

@@ -119,6 +119,15 @@ async fn read(port: u16, options: Options) -> Result<Outcome, Error> {
         .await
 }
 
+/// `read` with `options()` over https, for servers that break the TLS handshake.
+async fn read_https(port: u16) -> Result<Outcome, Error> {
+    let url = format!("https://127.0.0.1:{port}/register/abc");
+    Call::read(&url, "rat".into(), options())
+        .unwrap()
+        .run()
+        .await
+}
+
 async fn register(port: u16, options: Options) -> Result<Outcome, Error> {
     Call::register(registration(port), options)
         .unwrap()
@@ -462,12 +471,7 @@ async fn https_to_a_plain_http_port_is_a_tls_failure() {
             .await;
     })
     .await;
-    let url = format!("https://127.0.0.1:{port}/register/abc");
-    let result = Call::read(&url, "rat".into(), options())
-        .unwrap()
-        .run()
-        .await;
-    let reason = transport(result);
+    let reason = transport(read_https(port).await);
     assert!(matches!(reason, TransportError::Tls(_)), "{reason:?}");
 }
 
@@ -478,12 +482,7 @@ async fn a_server_that_closes_during_the_tls_handshake_is_a_tls_failure() {
         let _ = stream.read(&mut hello).await;
     })
     .await;
-    let url = format!("https://127.0.0.1:{port}/register/abc");
-    let result = Call::read(&url, "rat".into(), options())
-        .unwrap()
-        .run()
-        .await;
-    let reason = transport(result);
+    let reason = transport(read_https(port).await);
     assert!(matches!(reason, TransportError::Tls(_)), "{reason:?}");
 }
 
