@@ -5,12 +5,12 @@
 
 use mcp_registration::{Discover, Error};
 use rustler::types::list::ListIterator;
-use rustler::{Binary, Encoder, Env, NifResult, Term};
+use rustler::{Encoder, Env, NifResult, Term};
 
 use crate::atoms;
-use crate::budget::{MAX_HEADERS, MAX_STRING_BYTES};
+use crate::budget::MAX_HEADERS;
 use crate::convert;
-use crate::nifs::options_from;
+use crate::nifs::{options_from, string_arg};
 use crate::pending;
 
 /// `discover(server_url, discover_options, options, reply_ref)`.
@@ -92,15 +92,10 @@ fn discover<'a>(
     })
 }
 
-/// A UTF-8 binary of at most `MAX_STRING_BYTES`, checked before it is read.
+/// A UTF-8 binary of at most `MAX_STRING_BYTES` (`nifs::string_arg`); a
+/// longer one is refused with the same message as a non-string.
 fn text(term: Term) -> Option<String> {
-    let binary = Binary::from_term(term).ok()?;
-    if binary.len() > MAX_STRING_BYTES {
-        return None;
-    }
-    std::str::from_utf8(binary.as_slice())
-        .ok()
-        .map(str::to_owned)
+    string_arg(term).and_then(Result::ok)
 }
 
 fn reason<'a>(env: Env<'a>, error: &Error) -> Term<'a> {

@@ -272,7 +272,7 @@ fn management_args<'a>(
 }
 
 /// A string argument longer than [`MAX_STRING_BYTES`].
-struct TooLong;
+pub(crate) struct TooLong;
 
 fn too_long_message() -> String {
     format!("is longer than {MAX_STRING_BYTES} bytes")
@@ -280,7 +280,7 @@ fn too_long_message() -> String {
 
 /// A UTF-8 binary as a `String`; `None` when it is not one. The length is
 /// checked before the bytes are read.
-fn string_arg(term: Term) -> Option<Result<String, TooLong>> {
+pub(crate) fn string_arg(term: Term) -> Option<Result<String, TooLong>> {
     let binary = Binary::from_term(term).ok()?;
     if binary.len() > MAX_STRING_BYTES {
         return Some(Err(TooLong));
