@@ -102,6 +102,9 @@ defmodule ExMCP.Authorization.Native do
   def decode_reply_dirty(_reply), do: not_loaded()
   @spec client_metadata_document(String.t(), map(), boolean()) :: {:ok, map()} | {:error, term()}
   def client_metadata_document(_url, _metadata, _allow_loopback_http), do: not_loaded()
+
+  @spec loopback_url(String.t()) :: boolean()
+  def loopback_url(_url), do: not_loaded()
   @spec write_private_file(String.t(), binary()) :: :ok | {:error, String.t()}
   def write_private_file(_path, _contents), do: not_loaded()
 

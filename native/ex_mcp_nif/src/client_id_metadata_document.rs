@@ -39,6 +39,16 @@ fn client_metadata_document<'a>(
     }
 }
 
+/// `loopback_url(url)`: whether `url` names a loopback host. The discovery
+/// flow asks this to decide whether a document URL may be loopback http, so
+/// that the rule lives only in `mcp_registration::uri`.
+#[rustler::nif]
+fn loopback_url(url: Term) -> bool {
+    crate::nifs::string_arg(url)
+        .and_then(Result::ok)
+        .is_some_and(|url| mcp_registration::uri::names_loopback_host(&url))
+}
+
 fn url_arg<'a>(env: Env<'a>, term: Term<'a>) -> Result<String, Term<'a>> {
     Binary::from_term(term)
         .ok()

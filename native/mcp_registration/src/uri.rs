@@ -48,6 +48,12 @@ fn is_loopback_url(url: &Url) -> bool {
     url.host().is_some_and(is_loopback_host)
 }
 
+/// Whether `raw` is an absolute URL whose host is a loopback host, by
+/// [`is_loopback_host`]'s rule.
+pub fn names_loopback_host(raw: &str) -> bool {
+    Url::parse(raw).is_ok_and(|url| is_loopback_url(&url))
+}
+
 /// Checks one redirect URI. Accepted: https with a host; http on a loopback
 /// host (RFC 8252 §7.3); a private-use scheme for native apps (RFC 8252 §7.1,
 /// e.g. `com.example.app:/cb`).
@@ -129,6 +135,30 @@ pub fn check_endpoint(raw: &str) -> Result<Url, EndpointProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_by_url() {
+        for loopback in [
+            "http://localhost:3000/mcp",
+            "http://LOCALHOST/mcp",
+            "http://127.0.0.1/mcp",
+            "http://127.1.2.3:8080/",
+            "http://[::1]:8080/mcp",
+        ] {
+            assert!(names_loopback_host(loopback), "{loopback}");
+        }
+        for other in [
+            "https://example.com/mcp",
+            "http://10.0.0.1/",
+            "http://[::2]/",
+            "http://localhost.example.com/",
+            "/mcp",
+            "not a url",
+            "",
+        ] {
+            assert!(!names_loopback_host(other), "{other}");
+        }
+    }
 
     #[test]
     fn rfc8252_redirect_uris() {

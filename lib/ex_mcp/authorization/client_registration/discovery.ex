@@ -90,7 +90,7 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
   # loopback http is accepted only when discovery started on loopback, as
   # for every other URL (net_guard.rs).
   defp metadata_document_client(discovery, url, client_metadata) do
-    allow_loopback_http = loopback?(discovery.server_url)
+    allow_loopback_http = Native.loopback_url(discovery.server_url)
 
     with {:ok, document} <-
            ClientRegistration.client_metadata_document(url, client_metadata,
@@ -106,22 +106,6 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
          registration_method: :client_id_metadata_document,
          token_endpoint_auth_method: "none"
        })}
-    end
-  end
-
-  # RFC 8252 §8.3's loopback hosts, as uri.rs's is_loopback_host has them.
-  defp loopback?(url) do
-    case URI.parse(url).host do
-      nil ->
-        false
-
-      host ->
-        case :inet.parse_address(String.to_charlist(host)) do
-          {:ok, {127, _, _, _}} -> true
-          {:ok, {0, 0, 0, 0, 0, 0, 0, 1}} -> true
-          {:ok, _} -> false
-          {:error, _} -> String.downcase(host) == "localhost"
-        end
     end
   end
 
