@@ -16,6 +16,9 @@ defmodule ExMCP.Registration.MixProject do
       compilers: [:ex_mcp_native] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
+      # ClientStore.Mnesia uses Mnesia only when an application chooses it,
+      # and that application starts it (its own :extra_applications).
+      xref: [exclude: [:mnesia]],
       # Test files compile without warnings: `mix test` fails on any.
       aliases: [test: "test --warnings-as-errors"],
       description:

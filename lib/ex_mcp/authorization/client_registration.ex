@@ -263,7 +263,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
   """
 
   alias ExMCP.Authorization.ClientRegistration.Discovery
-  alias ExMCP.Authorization.{Native, RotatedCredentials}
+  alias ExMCP.Authorization.{ClientStore, Native, RotatedCredentials}
 
   @app :ex_mcp_registration
 
@@ -351,6 +351,7 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:invalid_www_authenticate, String.t()}
           | {:no_registration_path, [String.t()]}
           | {:credentials_rotated, RotatedCredentials.t(), reason()}
+          | ClientStore.error()
 
   @typedoc """
   Authorization server metadata (RFC 8414 §2): every known member under its
@@ -417,6 +418,9 @@ defmodule ExMCP.Authorization.ClientRegistration do
           | {:client_secret, String.t() | nil}
           | {:token_endpoint_auth_method, String.t()}
           | {:client_metadata_url, String.t()}
+          | {:store, ClientStore.t()}
+          | {:client_key, String.t()}
+          | {:expiry_skew, non_neg_integer()}
 
   # How much longer than `:timeout` an update waits for the native reply. The
   # native deadline fires at `:timeout` and its reply carries any rotated
@@ -567,7 +571,10 @@ defmodule ExMCP.Authorization.ClientRegistration do
     :client_secret,
     :token_endpoint_auth_method,
     :client_metadata_url,
-    :initial_access_token
+    :initial_access_token,
+    :store,
+    :client_key,
+    :expiry_skew
   ]
 
   @doc """
@@ -633,6 +640,28 @@ defmodule ExMCP.Authorization.ClientRegistration do
   `client_metadata` is a `t:registration_request/0` without
   `:registration_endpoint`.
 
+  ## With a store
+
+  `store: {adapter, name}` (see `ExMCP.Authorization.ClientStore`) keeps
+  dynamically registered clients between calls and restarts, bound to their
+  issuer. Before registering (after the pre-registered and Client ID
+  Metadata Document paths, which issue nothing to keep), it looks up
+  `{discovery.issuer, client_key}`, and returns the stored client when it is
+  valid: same issuer, secret not expired within `:expiry_skew` seconds
+  (default 30), every requested redirect URI registered. Otherwise it
+  registers and stores the answer before returning it. Of many processes
+  (or, with `ClientStore.Mnesia`, nodes) asking at once, one registers and
+  the others get its client.
+
+  | Option | Default | Meaning |
+  |---|---|---|
+  | `:store` | `nil` | `{adapter, name}`: where clients are kept. |
+  | `:client_key` | `"default"` | The caller's name for this client identity at the issuer: use one key per distinct client metadata. |
+  | `:expiry_skew` | `30` | Seconds before `client_secret_expires_at` from which a stored client counts as expired. |
+
+  When the authorization server rejects the client (`invalid_client`), call
+  `client_rejected/2`; the next call registers anew.
+
   The result is a `t:client_information/0` plus `:issuer` (bind the
   credentials to it: when the issuer changes, obtain a new client),
   `:registration_method` (`:pre_registered`, `:client_id_metadata_document`
@@ -648,6 +677,12 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
       client.registration_method
       #=> :client_id_metadata_document
+
+      # Registered once, then read from the file on every later start:
+      {:ok, client} =
+        obtain_client(discovery, %{client_name: "My MCP Client", redirect_uris: [cb]},
+          store: {ExMCP.Authorization.ClientStore.DETS, MyApp.Clients}
+        )
   """
   @spec obtain_client(discovery() | String.t(), map(), [option()]) ::
           {:ok, obtained_client()} | {:error, reason()}
@@ -675,6 +710,51 @@ defmodule ExMCP.Authorization.ClientRegistration do
 
     opts = options!(opts, @discover_options ++ @obtain_options)
     Discovery.obtain_client(target, client_metadata, opts)
+  end
+
+  @doc """
+  Reports that the authorization server rejected `client` (an
+  `invalid_client` error at its token endpoint, RFC 6749 §5.2): the client is
+  removed from the store, and the next `obtain_client/3` with that store
+  registers a new one.
+
+  `client` is what `obtain_client/3` returned. Only that client is removed:
+  when another process has already replaced it, the report changes nothing.
+  Options: `:store` (required), `:client_key` (default `"default"`, as given
+  to `obtain_client/3`) and `:timeout` (milliseconds to wait for the key's
+  lock; default the `:timeout` default).
+
+  ## Example
+
+      case exchange_code(client, code) do
+        {:error, %{"error" => "invalid_client"}} ->
+          :ok = client_rejected(client, store: store)
+          {:ok, client} = obtain_client(discovery, metadata, store: store)
+          exchange_code(client, code)
+
+        other ->
+          other
+      end
+  """
+  @spec client_rejected(obtained_client(), [option()]) :: :ok | {:error, reason()}
+  def client_rejected(client, opts) do
+    {issuer, client_id} =
+      case client do
+        %{issuer: issuer, client_id: id} when is_binary(issuer) and is_binary(id) ->
+          {issuer, id}
+
+        _ ->
+          raise ArgumentError,
+                "client_rejected/2 needs a client from obtain_client/3, with an :issuer and a :client_id"
+      end
+
+    unless is_list(opts) and Keyword.has_key?(opts, :store),
+      do: raise(ArgumentError, "client_rejected/2 needs the option :store")
+
+    opts = options!(Keyword.take(opts, [:timeout]), []) ++ Keyword.take(opts, [:store, :client_key])
+    store = option!(:store, opts[:store])
+    client_key = option!(:client_key, Keyword.get(opts, :client_key, "default"))
+    ClientStore.discard(store, issuer, client_key, client_id, opts[:timeout])
   end
 
   @doc """
@@ -856,6 +936,8 @@ defmodule ExMCP.Authorization.ClientRegistration do
   def format_error({:no_registration_path, checked}),
     do: "the authorization server offers no way to obtain a client: #{Enum.join(checked, "; ")}"
 
+  def format_error({:client_store, message}), do: "the client store failed: #{message}"
+
   def format_error(other), do: "client registration failed: #{inspect(other)}"
 
   @clip_graphemes 300
@@ -979,9 +1061,31 @@ defmodule ExMCP.Authorization.ClientRegistration do
         "option :token_endpoint_auth_method must be a non-empty string, got: #{inspect(other)}"
       )
 
+  defp option!(:store, store), do: ClientStore.store!(store)
+
+  defp option!(:client_key, key) when is_binary(key) and key != "", do: key
+
+  defp option!(:client_key, other),
+    do: raise(ArgumentError, "option :client_key must be a non-empty string, got: #{type_name(other)}")
+
+  defp option!(:expiry_skew, seconds) when is_integer(seconds) and seconds >= 0, do: seconds
+
+  defp option!(:expiry_skew, other),
+    do:
+      raise(
+        ArgumentError,
+        "option :expiry_skew must be a non-negative integer (seconds), got: #{inspect(other)}"
+      )
+
   defp option!(_key, value), do: value
 
   defp native_options(opts), do: Map.new(Keyword.delete(opts, :replace))
+
+  @doc false
+  # The options of a call that another module makes on the caller's behalf
+  # (ClientStore's management calls), checked in the caller's process.
+  @spec checked_options!(keyword(), [atom()]) :: keyword()
+  def checked_options!(opts, extra_keys), do: options!(opts, extra_keys)
 
   @doc false
   # The options every call shares (the transport's), for the discovery flow.

@@ -8,10 +8,14 @@
 //! held the old file open keeps seeing the old inode, never the new secret.
 //! A leftover symlink or file at the temporary name makes the open fail
 //! instead of being followed. Runs on a dirty I/O scheduler.
+//!
+//! `create_private_dir` makes a directory with mode 0700 in one `mkdir(2)`:
+//! the DETS client store (`ClientStore.DETS`) creates its file in such a
+//! directory, where nobody else can open it, before moving it into place.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +27,15 @@ use crate::atoms;
 #[rustler::nif(schedule = "DirtyIo")]
 fn write_private_file<'a>(env: Env<'a>, path: String, contents: Binary<'a>) -> Term<'a> {
     match write(Path::new(&path), contents.as_slice()) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), e.to_string()).encode(env),
+    }
+}
+
+/// `:ok`, or `{:error, message}`; fails when `path` already exists.
+#[rustler::nif(schedule = "DirtyIo")]
+fn create_private_dir(env: Env<'_>, path: String) -> Term<'_> {
+    match DirBuilder::new().mode(0o700).create(&path) {
         Ok(()) => atoms::ok().encode(env),
         Err(e) => (atoms::error(), e.to_string()).encode(env),
     }

@@ -8,7 +8,7 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
   # the registration priority: pre-registered, Client ID Metadata Document,
   # dynamic registration (RFC 7591), else an error naming what was checked.
 
-  alias ExMCP.Authorization.{ClientRegistration, Native}
+  alias ExMCP.Authorization.{ClientRegistration, ClientStore, Native}
 
   # RFC 8414 §2 / RFC 7591 §2: the methods a public or confidential client
   # picks from, in this order; client_secret_basic when the server lists
@@ -60,6 +60,9 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
     cond do
       cimd_url && server[:client_id_metadata_document_supported] == true ->
         metadata_document_client(discovery, cimd_url, client_metadata)
+
+      opts[:store] ->
+        stored_or_registered(discovery, client_metadata, opts, deadline)
 
       is_binary(server[:registration_endpoint]) ->
         register(discovery, client_metadata, opts, deadline)
@@ -129,7 +132,7 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
       })
       |> maybe_put(:initial_access_token, opts[:initial_access_token])
 
-    remaining = max(deadline - System.monotonic_time(:millisecond), 1)
+    remaining = remaining(deadline)
     native = %{native | timeout: remaining}
 
     case Native.call(&Native.register(request, native, &1), remaining) do
@@ -145,6 +148,37 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
         error
     end
   end
+
+  # The store is read before the registration endpoint is even looked at: a
+  # client stored for this issuer is still valid if the server stopped
+  # advertising registration.
+  defp stored_or_registered(discovery, client_metadata, opts, deadline) do
+    issuer = discovery.issuer
+    skew = Keyword.get(opts, :expiry_skew, ClientStore.default_expiry_skew())
+    wanted_redirect_uris = fetch(client_metadata, :redirect_uris)
+
+    valid? = fn client ->
+      Map.get(client, :issuer) == issuer and Map.get(client, :registration_method) == :dynamic and
+        not ClientStore.expired?(client, skew) and
+        redirect_uris_registered?(wanted_redirect_uris, Map.get(client, :redirect_uris))
+    end
+
+    register = fn ->
+      if is_binary(discovery.authorization_server[:registration_endpoint]),
+        do: register(discovery, client_metadata, opts, deadline),
+        else: {:error, {:no_registration_path, checked(discovery, opts)}}
+    end
+
+    key = {issuer, Keyword.get(opts, :client_key, "default")}
+    ClientStore.get_or_register(opts[:store], key, valid?, register, remaining(deadline))
+  end
+
+  defp redirect_uris_registered?(wanted, registered) when is_list(wanted) and is_list(registered),
+    do: Enum.all?(wanted, &(&1 in registered))
+
+  defp redirect_uris_registered?(_wanted, _registered), do: true
+
+  defp remaining(deadline), do: max(deadline - System.monotonic_time(:millisecond), 1)
 
   defp auth_method(supported) when is_list(supported),
     do: Enum.find(@auth_method_preference, @default_auth_method, &(&1 in supported))
