@@ -7,6 +7,7 @@ defmodule ExMCP.Authorization.ClientRegistrationFixtureTest do
   # The iex> examples of the docs (the moduledoc's own example needs a real
   # authorization server, so it is a plain code block, not an iex> example).
   doctest ExMCP.Authorization.ClientRegistration
+  doctest ExMCP.Authorization.ClientStore
 
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Test.FixtureServer

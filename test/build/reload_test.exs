@@ -44,6 +44,33 @@ defmodule ExMCP.Build.ReloadTest do
     end
   end
 
+  @tag :tmp_dir
+  test "a file lock taken before reloads is released by the taken-over type's destructor", %{tmp_dir: dir} do
+    # ClientStore.DETS holds a FileLock resource (flock) for as long as its
+    # process lives; after three reloads, stopping it must still run the
+    # destructor (through the type the new instance took over) and free the
+    # lock for the next store.
+    alias ExMCP.Authorization.ClientStore
+    path = Path.join(dir, "clients.dets")
+    store = start_supervised!({ClientStore.DETS, name: :reload_lock_store, path: path})
+
+    for _ <- 1..3, do: reload!()
+
+    assert {:error, {:client_store, message}} =
+             ClientStore.DETS.start_link(name: :reload_lock_other, path: path)
+
+    assert message =~ "in use by another client store"
+
+    ref = Process.monitor(store)
+    :ok = stop_supervised({ClientStore.DETS, :reload_lock_store})
+    assert_receive {:DOWN, ^ref, :process, _, _}
+    # The resource is freed when the last term referring to it is collected.
+    :erlang.garbage_collect()
+
+    assert {:ok, pid} = ClientStore.DETS.start_link(name: :reload_lock_other, path: path)
+    GenServer.stop(pid)
+  end
+
   test "a call in flight during the reload gets its answer (same runtime, same pending resource)" do
     test = self()
 

@@ -112,6 +112,10 @@ defmodule ExMCP.Authorization.Native do
   @spec create_private_dir(String.t()) :: :ok | {:error, String.t()}
   def create_private_dir(_path), do: not_loaded()
 
+  @doc false
+  @spec lock_file(String.t()) :: {:ok, reference()} | {:error, :locked | String.t()}
+  def lock_file(_path), do: not_loaded()
+
   # The embedded registration server (ExMCP.Authorization.RegistrationServer).
   @spec server_check_config(map()) :: :ok | {:error, {:invalid_option, atom(), String.t()}}
   def server_check_config(_config), do: not_loaded()

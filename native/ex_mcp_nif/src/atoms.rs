@@ -6,6 +6,7 @@ rustler::atoms! {
     delivered,
     invalid_option,
     reschedule,
+    locked,
     // Option keys.
     timeout,
     connect_timeout,

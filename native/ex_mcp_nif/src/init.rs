@@ -6,7 +6,7 @@
 //!
 //! On an upgrade the VM hands the same shared object to the new module
 //! instance, so every static survives: the tokio runtime, calls in flight,
-//! running embedded servers. What must move is the ownership of the two
+//! running embedded servers. What must move is the ownership of the three
 //! resource types (erl_nif `enif_init_resource_type` with
 //! `ERL_NIF_RT_TAKEOVER`): resource types belong to a module instance, and
 //! when the old instance is purged the VM frees types nobody took over,
@@ -32,6 +32,7 @@ use rustler::sys::{
 };
 use rustler::{Env, LocalPid, Monitor, Resource, Term};
 
+use crate::file_lock::FileLock;
 use crate::pending::Pending;
 use crate::runtime;
 use crate::server::ServerResource;
@@ -86,9 +87,10 @@ unsafe extern "C" fn upgrade(
 ) -> c_int {
     // A resource type added without a takeover here would be freed under
     // the new instance: refuse the upgrade instead.
-    let known = inventory::iter::<ResourceRegistration>().count() == 2;
+    let known = inventory::iter::<ResourceRegistration>().count() == 3;
     let taken = known
         && take_over::<Pending>(env, None)
+        && take_over::<FileLock>(env, None)
         && take_over::<ServerResource>(env, Some(down::<ServerResource>));
     if !taken {
         return 1;

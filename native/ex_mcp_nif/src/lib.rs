@@ -8,6 +8,7 @@ mod client_id_metadata_document;
 mod convert;
 mod discovery;
 mod etf;
+mod file_lock;
 mod init;
 mod nifs;
 mod pending;

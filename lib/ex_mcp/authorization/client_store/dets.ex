@@ -37,9 +37,13 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   return `{:error, {:client_store, message}}` naming the file and what is
   wrong, without crashing the caller.
 
-  One VM may open a given file at a time: DETS does not lock it against
-  another OS process. The lock of `ExMCP.Authorization.ClientStore` covers
-  the processes of this VM.
+  One store may open a given file at a time: the store takes an exclusive
+  OS lock (`flock(2)`) on it before DETS reads it, so a second store, in
+  this VM or another OS process (a second `mix mcp.register`), gets
+  `{:error, {:client_store, "… is in use by another client store …"}}`
+  instead of corrupting it. The lock goes when the store's process exits.
+  The lock of `ExMCP.Authorization.ClientStore` covers the processes of the
+  VM that has the file open.
   """
 
   use GenServer
@@ -80,9 +84,9 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
     Process.flag(:trap_exit, true)
 
     case open(name, path) do
-      :ok ->
+      {:ok, lock} ->
         _ = :ets.new(name, [:named_table, :public, :set])
-        {:ok, %{name: name, path: path}}
+        {:ok, %{name: name, path: path, lock: lock}}
 
       {:error, message} ->
         Table.fail_start(message)
@@ -139,12 +143,30 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
     ArgumentError -> not_running(name)
   end
 
+  # The OS lock is taken before DETS reads the file, and held (by the
+  # resource in this process's state) until the process exits.
   defp open(name, path) do
-    with :ok <- ensure_file(path) do
+    with :ok <- ensure_file(path),
+         {:ok, lock} <- lock(path) do
       case :dets.open_file(table(name), file: String.to_charlist(path), type: :set, repair: true) do
-        {:ok, _} -> :ok
+        {:ok, _} -> {:ok, lock}
         {:error, reason} -> {:error, open_error(path, reason)}
       end
+    end
+  end
+
+  defp lock(path) do
+    case Native.lock_file(path) do
+      {:ok, lock} ->
+        {:ok, lock}
+
+      {:error, :locked} ->
+        {:error,
+         "#{path} is in use by another client store, in this VM or another OS process " <>
+           "(DETS allows one at a time)"}
+
+      {:error, message} ->
+        {:error, "cannot lock #{path}: #{message}"}
     end
   end
 
