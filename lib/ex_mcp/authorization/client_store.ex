@@ -31,6 +31,11 @@ defmodule ExMCP.Authorization.ClientStore do
   A store is named by a `{adapter, name}` pair: the adapter module and the
   name its process (or table) was started with.
 
+  The DETS file and the Mnesia tables hold the secrets in clear unless the
+  store is given a `:cipher` (`ExMCP.Authorization.ClientStore.Cipher`;
+  `ExMCP.Authorization.ClientStore.AESGCM` is built in). Nothing a store
+  does is logged with a secret.
+
   Each adapter holds one lock per `{issuer, client_key}`: while one process
   registers, the others for the same key wait for it, then read what it
   stored. With ETS and DETS the lock covers the VM; with Mnesia it covers

@@ -16,6 +16,7 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   |---|---|
   | `:name` | Required. An atom: the store's name in the store tuple. |
   | `:path` | Required. The file. Its directory is created if missing. |
+  | `:cipher` | Optional. `{module, config}`: encrypt each stored client (see `ExMCP.Authorization.ClientStore.Cipher`). |
 
   ## The file
 
@@ -25,9 +26,11 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   is opened.
 
   It holds, for each `{issuer, client_key}`, the client map as an Erlang
-  term, unencrypted: `client_secret` and `registration_access_token` in
-  clear, like any credentials file. Protect it as you would a private key,
-  and keep it out of backups you would not trust with it. Nothing is logged.
+  term: `client_secret` and `registration_access_token` in clear, like any
+  credentials file, unless `:cipher` is set (then the whole client is
+  encrypted; the issuer and client key, the record's key, stay readable).
+  Protect it as you would a private key, and keep it out of backups you
+  would not trust with it. Nothing is logged.
 
   Every write is synced to disk (`:dets.sync/1`) before it returns, so a
   registration is on disk before `obtain_client/3` returns it. After a
@@ -50,7 +53,7 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
 
   @behaviour ExMCP.Authorization.ClientStore
 
-  alias ExMCP.Authorization.ClientStore.{Lease, Table}
+  alias ExMCP.Authorization.ClientStore.{Cipher, Lease, Table}
   alias ExMCP.Authorization.Native
 
   @doc "Opens (or creates) the file and starts the store's owner process."
@@ -71,7 +74,12 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
           raise ArgumentError, "#{inspect(__MODULE__)}: option :path is required"
       end
 
-    GenServer.start_link(__MODULE__, {name, path}, name: name)
+    cipher = Keyword.get(opts, :cipher)
+
+    case Cipher.check(cipher, __MODULE__) do
+      :ok -> GenServer.start_link(__MODULE__, {name, path, cipher}, name: name)
+      {:error, message} -> raise ArgumentError, "#{inspect(__MODULE__)}: #{message}"
+    end
   end
 
   @doc false
@@ -80,12 +88,13 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
     do: %{id: {__MODULE__, Table.name!(opts, __MODULE__)}, start: {__MODULE__, :start_link, [opts]}}
 
   @impl GenServer
-  def init({name, path}) do
+  def init({name, path, cipher}) do
     Process.flag(:trap_exit, true)
 
     case open(name, path) do
       {:ok, lock} ->
         _ = :ets.new(name, [:named_table, :public, :set])
+        :ok = Cipher.configure({__MODULE__, name}, cipher)
         {:ok, %{name: name, path: path, lock: lock}}
 
       {:error, message} ->
@@ -95,13 +104,14 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
 
   @impl GenServer
   def terminate(_reason, %{name: name}) do
+    :ok = Cipher.configure({__MODULE__, name}, nil)
     :dets.close(table(name))
   end
 
   @impl ExMCP.Authorization.ClientStore
   def get(name, key) do
     case :dets.lookup(table(name), key) do
-      [{^key, client}] -> {:ok, client}
+      [{^key, stored}] -> Cipher.open({__MODULE__, name}, stored)
       [] -> :error
       {:error, reason} -> dets_error(name, reason)
     end
@@ -110,7 +120,8 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   end
 
   @impl ExMCP.Authorization.ClientStore
-  def put(name, key, client), do: write(name, &:dets.insert(&1, {key, client}))
+  def put(name, key, client),
+    do: write(name, &:dets.insert(&1, {key, Cipher.seal({__MODULE__, name}, client)}))
 
   @impl ExMCP.Authorization.ClientStore
   def delete(name, key), do: write(name, &:dets.delete(&1, key))
@@ -119,7 +130,7 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   def list(name) do
     case :dets.match_object(table(name), :_) do
       {:error, reason} -> dets_error(name, reason)
-      entries -> {:ok, entries}
+      entries -> Cipher.open_all({__MODULE__, name}, entries)
     end
   rescue
     ArgumentError -> not_running(name)

@@ -26,6 +26,7 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   | `:copies` | `:ram_copies` | `:ram_copies` (lost when every node holding it stops) or `:disc_copies` (kept on disk; the nodes need a disc schema, `:mnesia.create_schema/1`, made before Mnesia starts). |
   | `:nodes` | `[node()]` | The nodes that hold a replica. Nodes of the cluster outside this list still use the table, remotely. |
   | `:timeout` | `30_000` | Milliseconds to wait for the table to be loaded. |
+  | `:cipher` | `nil` | `start_link/1` only: `{module, config}`, encrypt each stored client (see `ExMCP.Authorization.ClientStore.Cipher`). Give every node the same. |
 
   Two tables are created: `table`, with the clients, and `:"<table>.leases"`,
   always `ram_copies` on the same nodes, with the locks. An existing table is
@@ -36,9 +37,10 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   ## What is written
 
   Records `{table, {issuer, client_key}, client}`, with the client map as an
-  Erlang term, unencrypted: `client_secret` and `registration_access_token`
-  in clear in the memory of every replica node and, with `:disc_copies`, in
-  the Mnesia directory of each (`-mnesia dir`). Every node of the cluster can
+  Erlang term: `client_secret` and `registration_access_token` in clear in
+  the memory of every replica node and, with `:disc_copies`, in the Mnesia
+  directory of each (`-mnesia dir`), unless `:cipher` is set (then
+  `client` is `{:sealed, ciphertext}`). Every node of the cluster can
   read them. Nothing is logged. Writes are synchronous
   (`:mnesia.sync_transaction/1`): when `obtain_client/3` returns, every
   running replica has the client.
@@ -57,7 +59,7 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   @behaviour ExMCP.Authorization.ClientStore
   @behaviour ExMCP.Authorization.ClientStore.Lease
 
-  alias ExMCP.Authorization.ClientStore.{Lease, Table}
+  alias ExMCP.Authorization.ClientStore.{Cipher, Lease, Table}
 
   # Aborted transactions (a node went down in the middle) are run again.
   @transaction_attempts 5
@@ -74,17 +76,24 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
     table = table!(opts)
-    opts = Keyword.delete(opts, :table)
+    {cipher, opts} = opts |> Keyword.delete(:table) |> Keyword.pop(:cipher)
     # Checked here, so that a bad option raises in the caller.
     _ = table_options!(opts)
-    GenServer.start_link(__MODULE__, {table, opts})
+
+    case Cipher.check(cipher, __MODULE__) do
+      :ok -> GenServer.start_link(__MODULE__, {table, opts, cipher})
+      {:error, message} -> raise ArgumentError, "#{inspect(__MODULE__)}: #{message}"
+    end
   end
 
   @impl GenServer
-  def init({table, opts}) do
+  def init({table, opts, cipher}) do
+    Process.flag(:trap_exit, true)
+
     case create_table(table, opts) do
       :ok ->
         _ = :ets.new(local_leases(table), [:named_table, :public, :set])
+        :ok = Cipher.configure({__MODULE__, table}, cipher)
         {:ok, table}
 
       {:error, {:client_store, message}} ->
@@ -110,6 +119,9 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
       end
     end
   end
+
+  @impl GenServer
+  def terminate(_reason, table), do: Cipher.configure({__MODULE__, table}, nil)
 
   defp table_options!(opts) do
     copies = Keyword.get(opts, :copies, :ram_copies)
@@ -157,7 +169,7 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   @impl ExMCP.Authorization.ClientStore
   def get(table, key) do
     case :mnesia.dirty_read(table, key) do
-      [{^table, ^key, client}] -> {:ok, client}
+      [{^table, ^key, stored}] -> Cipher.open({__MODULE__, table}, stored)
       [] -> :error
     end
   catch
@@ -165,7 +177,10 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   end
 
   @impl ExMCP.Authorization.ClientStore
-  def put(table, key, client), do: transaction(table, fn -> :mnesia.write({table, key, client}) end)
+  def put(table, key, client) do
+    stored = Cipher.seal({__MODULE__, table}, client)
+    transaction(table, fn -> :mnesia.write({table, key, stored}) end)
+  end
 
   @impl ExMCP.Authorization.ClientStore
   def delete(table, key), do: transaction(table, fn -> :mnesia.delete({table, key}) end)
@@ -173,7 +188,7 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   @impl ExMCP.Authorization.ClientStore
   def list(table) do
     with {:ok, records} <- transaction(table, fn -> {:ok, :mnesia.match_object({table, :_, :_})} end) do
-      {:ok, for({^table, key, client} <- records, do: {key, client})}
+      Cipher.open_all({__MODULE__, table}, for({^table, key, stored} <- records, do: {key, stored}))
     end
   end
 
