@@ -13,12 +13,17 @@
 # and the two worst cases of bounded scheduler time (the largest accepted request
 # and answer, with the caller's longest slice from system_monitor long_schedule).
 #
+# Last, the client store: obtain_client/3's cached-hit latency for each adapter
+# (ETS, DETS, Mnesia ram_copies on this node), one process and 16 at once.
+#
 # Flags: --quick (a few seconds, for the smoke test), --runs N, --seconds S (per run),
 # --runners wrk,rust,nif,httpc, --levels 1,16,256,
+# --store-calls N (cached hits per adapter and concurrency; default 20000, --quick 2000),
+# --only client_store (just that section: prints it, writes it only with --output),
 # --output FILE (default bench/RESULTS.md; --quick writes nothing unless given).
 
 defmodule Bench do
-  alias ExMCP.Authorization.{ClientRegistration, Native}
+  alias ExMCP.Authorization.{ClientRegistration, ClientStore, Native, RegistrationServer}
 
   @root Path.expand("..", __DIR__)
   @server_bin Path.join(@root, "target/release/registration_server")
@@ -33,12 +38,30 @@ defmodule Bench do
           seconds: :float,
           output: :string,
           runners: :string,
-          levels: :string
+          levels: :string,
+          store_calls: :integer,
+          only: :string
         ]
       )
 
     quick? = Keyword.get(opts, :quick, false)
+    store_calls = Keyword.get(opts, :store_calls, if(quick?, do: 2_000, else: 20_000))
 
+    case opts[:only] do
+      nil ->
+        run_all(opts, quick?, store_calls)
+
+      "client_store" ->
+        report = client_store_report(client_store_hits(store_calls), quick?)
+        IO.puts("\n" <> report)
+        if path = opts[:output], do: File.write!(path, report) && log("wrote #{path}")
+
+      other ->
+        raise ArgumentError, "--only accepts client_store, got: #{inspect(other)}"
+    end
+  end
+
+  defp run_all(opts, quick?, store_calls) do
     config =
       if quick? do
         %{
@@ -106,10 +129,11 @@ defmodule Bench do
 
     cancellation = cancellation_figures(config)
     log("cancellation and deadlines: #{inspect(cancellation)}")
+    store_hits = client_store_hits(store_calls)
 
     report =
       report(throughput, scheduler, ticker, memory, worst, config, quick?) <>
-        cancellation_report(cancellation)
+        cancellation_report(cancellation) <> client_store_report(store_hits, quick?)
 
     IO.puts("\n" <> report)
 
@@ -843,6 +867,121 @@ defmodule Bench do
       connection close p50 #{c.kill_to_close.p50_us} / p99 #{c.kill_to_close.p99_us} / max #{c.kill_to_close.max_us} µs after the kill.
     - `timeout: #{c.timeout}` against the same server returns `{:request_failed, :timeout}` this late:
       p50 #{c.overshoot.p50_us} / p99 #{c.overshoot.p99_us} / max #{c.overshoot.max_us} µs past the deadline.
+    """
+  end
+
+  # -- Client store: obtain_client cached hits ----------------------------------------
+  #
+  # obtain_client(discovery, metadata, store: store) on a warm store: one
+  # registration, then `calls` calls that each find the stored client and
+  # return it without a request. Per adapter, from one process and from 16
+  # at once (each doing calls / 16); the server's client count proves that
+  # none of the measured calls registered.
+
+  @store_levels [1, 16]
+
+  defp client_store_hits(calls) do
+    dir = Path.join(System.tmp_dir!(), "ex_mcp_bench_store_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    # A RAM schema: Mnesia writes nothing, but keep its directory out of the tree.
+    Application.put_env(:mnesia, :dir, String.to_charlist(Path.join(dir, "mnesia")))
+    {:ok, _} = Application.ensure_all_started(:mnesia)
+    {:ok, server} = RegistrationServer.start_link(port: 0, protected_resource: [resource: "/mcp"])
+
+    try do
+      {:ok, discovery} = ClientRegistration.discover(RegistrationServer.resource_url(server))
+      metadata = %{client_name: "Bench", redirect_uris: ["http://127.0.0.1:8080/callback"]}
+
+      adapters = [
+        {"ETS", fn -> ClientStore.ETS.start_link(name: :bench_ets) end, {ClientStore.ETS, :bench_ets}},
+        {"DETS",
+         fn -> ClientStore.DETS.start_link(name: :bench_dets, path: Path.join(dir, "clients.dets")) end,
+         {ClientStore.DETS, :bench_dets}},
+        {"Mnesia ram_copies (this node)", fn -> ClientStore.Mnesia.start_link(table: :bench_mnesia) end,
+         {ClientStore.Mnesia, :bench_mnesia}}
+      ]
+
+      for {label, start, store} <- adapters do
+        {:ok, pid} = start.()
+        before = RegistrationServer.count(server)
+        {:ok, %{client_id: id}} = ClientRegistration.obtain_client(discovery, metadata, store: store)
+        RegistrationServer.count(server) == before + 1 || raise "#{label}: the first call did not register"
+        # Warm-up: code loaded, caches filled.
+        hits(discovery, metadata, store, id, 1, min(calls, 1_000))
+
+        rows =
+          for level <- @store_levels do
+            registered = RegistrationServer.count(server)
+            {wall_us, samples} = :timer.tc(fn -> hits(discovery, metadata, store, id, level, calls) end)
+            sorted = Enum.sort(samples)
+            n = length(sorted)
+
+            row = %{
+              adapter: label,
+              processes: level,
+              calls: n,
+              p50_us: Float.round(percentile(sorted, 0.5) / 1000, 1),
+              p99_us: Float.round(percentile(sorted, 0.99) / 1000, 1),
+              mean_us: Float.round(Enum.sum(sorted) / n / 1000, 1),
+              calls_per_s: round(n / (wall_us / 1_000_000)),
+              registrations: RegistrationServer.count(server) - registered
+            }
+
+            log("client store #{label}, #{level} process(es): #{inspect(row)}")
+            row
+          end
+
+        GenServer.stop(pid)
+        rows
+      end
+      |> List.flatten()
+    after
+      RegistrationServer.stop(server)
+      :stopped = :mnesia.stop()
+      File.rm_rf!(dir)
+    end
+  end
+
+  # `level` processes share `calls`; each sample is one call's wall time (ns).
+  defp hits(discovery, metadata, store, id, level, calls) do
+    per_process = div(calls, level)
+
+    1..level
+    |> Enum.map(fn _ ->
+      Task.async(fn ->
+        for _ <- 1..per_process do
+          t0 = System.monotonic_time(:nanosecond)
+          {:ok, %{client_id: ^id}} = ClientRegistration.obtain_client(discovery, metadata, store: store)
+          System.monotonic_time(:nanosecond) - t0
+        end
+      end)
+    end)
+    |> Enum.flat_map(&Task.await(&1, 120_000))
+  end
+
+  defp client_store_report(rows, quick?) do
+    m = machine()
+
+    lines =
+      for r <- rows do
+        "| #{r.adapter} | #{r.processes} | #{r.calls} | #{r.p50_us} | #{r.p99_us} | #{r.mean_us} | #{r.calls_per_s} | #{r.registrations} |"
+      end
+
+    """
+
+    ## Client store: obtain_client cached hit
+
+    #{if quick?, do: "_Smoke run (--quick): tiny counts, figures are not meaningful._\n\n", else: ""}`obtain_client(discovery, metadata, store: store)` on a warm store: one registration against
+    the embedded server (in this VM), then each call finds the stored client and returns it without
+    a request. The processes share the calls; latency is each call's wall time, calls/s is over the
+    whole batch; "registrations" counts those the measured calls made (0: every call was a hit).
+    With 16 processes on #{System.schedulers_online()} schedulers, a call's wall time includes waiting for a
+    scheduler, so compare the rates there, and the p50 with the single process.
+    #{Date.utc_today()}, #{m.cpu}, #{m.cores} cores, Erlang/OTP #{System.otp_release()}; the machine is shared.
+
+    | adapter | processes | calls | p50 µs | p99 µs | mean µs | calls/s | registrations |
+    |---|---|---|---|---|---|---|---|
+    #{Enum.join(lines, "\n")}
     """
   end
 

@@ -45,6 +45,15 @@ defmodule ExMCP.Authorization.BenchSmokeTest do
              "no worst-case row for #{worst_case}:\n#{report}"
     end
 
+    assert report =~ "## Client store: obtain_client cached hit"
+
+    # Every call measured was a cached hit: 0 registrations in the last column.
+    for adapter <- ["ETS", "DETS", "Mnesia ram_copies (this node)"], processes <- [1, 16] do
+      assert report =~
+               ~r/^\| #{Regex.escape(adapter)} \| #{processes} \| 2000 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \d+ \| 0 \|$/m,
+             "no cached-hit row for #{adapter} at #{processes}:\n#{report}"
+    end
+
     assert length(Regex.scan(~r/\*\*(met|missed)\*\*/, report)) == 6
     refute report =~ ~r/\| [1-9]\d* \|$/m, "a runner reported errors:\n#{report}"
   end

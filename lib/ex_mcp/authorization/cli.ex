@@ -3,7 +3,10 @@ defmodule ExMCP.Authorization.CLI do
   # What the mcp.* Mix tasks share: argument parsing, the credential file
   # format (the RFC 7591 JSON document), and failing with format_error/1.
 
-  alias ExMCP.Authorization.{ClientRegistration, Native}
+  alias ExMCP.Authorization.{ClientRegistration, ClientStore, Native}
+
+  # The name of the DETS store a task opens; one task runs at a time.
+  @store_name ExMCP.Authorization.CLI.Store
 
   @doc "Parses `argv` strictly; an unknown flag stops the task with its name."
   @spec parse!([String.t()], keyword(atom()), String.t()) :: {keyword(), [String.t()]}
@@ -78,4 +81,62 @@ defmodule ExMCP.Authorization.CLI do
   @doc "Status lines go to stderr, so stdout holds only the JSON."
   @spec info(String.t()) :: :ok
   def info(message), do: IO.puts(:stderr, message)
+
+  # -- The client store ---------------------------------------------------------
+
+  @doc """
+  The default client store file: `$XDG_CONFIG_HOME/ex_mcp/clients.dets`
+  when `XDG_CONFIG_HOME` is an absolute path, else
+  `~/.config/ex_mcp/clients.dets`.
+  """
+  @spec default_store_path() :: Path.t()
+  def default_store_path do
+    config_home =
+      case System.get_env("XDG_CONFIG_HOME") do
+        "/" <> _ = dir -> dir
+        _ -> Path.join(System.user_home!(), ".config")
+      end
+
+    Path.join([config_home, "ex_mcp", "clients.dets"])
+  end
+
+  @doc "The `--client-key` flag, `\"default\"` when absent."
+  @spec client_key!(keyword()) :: String.t()
+  def client_key!(opts) do
+    case opts[:client_key] do
+      nil -> "default"
+      "" -> Mix.raise("--client-key must not be empty")
+      key -> key
+    end
+  end
+
+  @doc "The store file of the `--store` flag, or the default one, expanded."
+  @spec store_path(keyword()) :: Path.t()
+  def store_path(opts), do: Path.expand(opts[:store] || default_store_path())
+
+  @doc """
+  Opens the DETS client store at `path`, runs `fun` with it, and closes it,
+  even when `fun` raises. A store that cannot be opened (a corrupt or
+  unreadable file) stops the task with the reason.
+  """
+  @spec with_store(Path.t(), (ClientStore.t() -> result)) :: result when result: term()
+  def with_store(path, fun) do
+    case ClientStore.DETS.start_link(name: @store_name, path: path) do
+      {:ok, pid} ->
+        try do
+          fun.({ClientStore.DETS, @store_name})
+        after
+          GenServer.stop(pid)
+        end
+
+      {:error, {:client_store, _} = reason} ->
+        Mix.raise(
+          ClientRegistration.format_error(reason) <>
+            " (--store PATH chooses another file; mix mcp.register --no-store skips the store)"
+        )
+
+      {:error, {:already_started, _}} ->
+        Mix.raise("the client store #{path} is already open in this VM")
+    end
+  end
 end
