@@ -32,9 +32,12 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   Protect it as you would a private key, and keep it out of backups you
   would not trust with it. Nothing is logged.
 
-  Every write is synced to disk (`:dets.sync/1`) before it returns, so a
-  registration is on disk before `obtain_client/3` returns it. After a
-  crash, DETS repairs the file when it is next opened.
+  Every write goes through the store's process and is synced to disk
+  (`:dets.sync/1`) before it returns, so a registration is on disk before
+  `obtain_client/3` returns it. After a crash, DETS repairs the file when it
+  is next opened. Reads are served from a copy in ETS that the store's
+  process loads when it opens the file and updates after each write, so a
+  cached hit costs what it costs with `ExMCP.Authorization.ClientStore.ETS`.
 
   A file that is not a DETS file, or cannot be read, makes `start_link/1`
   return `{:error, {:client_store, message}}` naming the file and what is
@@ -91,16 +94,38 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   def init({name, path, cipher}) do
     Process.flag(:trap_exit, true)
 
-    case open(name, path) do
-      {:ok, lock} ->
-        _ = :ets.new(name, [:named_table, :public, :set])
-        :ok = Cipher.configure({__MODULE__, name}, cipher)
-        {:ok, %{name: name, path: path, lock: lock}}
-
-      {:error, message} ->
-        Table.fail_start(message)
+    with {:ok, lock} <- open(name, path),
+         _ = :ets.new(name, [:named_table, :public, :set]),
+         :ok <- load_copy(name, path) do
+      :ok = Cipher.configure({__MODULE__, name}, cipher)
+      {:ok, %{name: name, path: path, lock: lock}}
+    else
+      {:error, message} -> Table.fail_start(message)
     end
   end
+
+  # Reads are served from an ETS copy of the file, laid out as the ETS
+  # store's table (ClientStore.Table), so that a cached hit does not queue
+  # behind DETS's process. The file lock makes this process the file's only
+  # writer, and every write goes through it, file first, so the copy never
+  # holds what the file does not.
+  defp load_copy(name, path) do
+    case :dets.foldl(fn {key, stored}, :ok -> Table.put(name, key, stored, __MODULE__) end, :ok, table(name)) do
+      :ok -> :ok
+      {:error, reason} -> {:error, "cannot read #{path}: #{inspect(reason, limit: 10)}"}
+    end
+  end
+
+  @impl GenServer
+  def handle_call({:put, key, client}, _from, %{name: name} = state) do
+    stored = Cipher.seal({__MODULE__, name}, client)
+
+    {:reply,
+     write(name, &:dets.insert(&1, {key, stored}), fn -> Table.put(name, key, stored, __MODULE__) end), state}
+  end
+
+  def handle_call({:delete, key}, _from, %{name: name} = state),
+    do: {:reply, write(name, &:dets.delete(&1, key), fn -> Table.delete(name, key, __MODULE__) end), state}
 
   @impl GenServer
   def terminate(_reason, %{name: name}) do
@@ -110,30 +135,21 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
 
   @impl ExMCP.Authorization.ClientStore
   def get(name, key) do
-    case :dets.lookup(table(name), key) do
-      [{^key, stored}] -> Cipher.open({__MODULE__, name}, stored)
-      [] -> :error
-      {:error, reason} -> dets_error(name, reason)
+    case Table.get(name, key, __MODULE__) do
+      {:ok, stored} -> Cipher.open({__MODULE__, name}, stored)
+      other -> other
     end
-  rescue
-    ArgumentError -> not_running(name)
   end
 
   @impl ExMCP.Authorization.ClientStore
-  def put(name, key, client),
-    do: write(name, &:dets.insert(&1, {key, Cipher.seal({__MODULE__, name}, client)}))
+  def put(name, key, client), do: call(name, {:put, key, client})
 
   @impl ExMCP.Authorization.ClientStore
-  def delete(name, key), do: write(name, &:dets.delete(&1, key))
+  def delete(name, key), do: call(name, {:delete, key})
 
   @impl ExMCP.Authorization.ClientStore
   def list(name) do
-    case :dets.match_object(table(name), :_) do
-      {:error, reason} -> dets_error(name, reason)
-      entries -> Cipher.open_all({__MODULE__, name}, entries)
-    end
-  rescue
-    ArgumentError -> not_running(name)
+    with {:ok, entries} <- Table.list(name, __MODULE__), do: Cipher.open_all({__MODULE__, name}, entries)
   end
 
   @impl ExMCP.Authorization.ClientStore
@@ -143,15 +159,26 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
 
   defp table(name), do: {__MODULE__, name}
 
-  defp write(name, change) do
+  # The file first, synced; then the copy.
+  defp write(name, change, mirror) do
     with :ok <- change.(table(name)),
          :ok <- :dets.sync(table(name)) do
-      :ok
+      mirror.()
     else
       {:error, reason} -> dets_error(name, reason)
     end
-  rescue
-    ArgumentError -> not_running(name)
+  end
+
+  # A write waits for the disk; a store that is gone, or stuck past a
+  # minute, is an error rather than an exit in the caller.
+  defp call(name, request) do
+    GenServer.call(name, request, 60_000)
+  catch
+    :exit, {:timeout, _} ->
+      {:error, {:client_store, "the client store #{inspect(name)} did not answer within 60 s"}}
+
+    :exit, _ ->
+      not_running(name)
   end
 
   # The OS lock is taken before DETS reads the file, and held (by the
