@@ -244,6 +244,33 @@ defmodule ExMCP.Authorization.ClientStore do
   end
 
   @doc """
+  Whether a stored `client` may be returned for `issuer` and the requested
+  `redirect_uris`: the rules of "Validity and renewal" above. `skew` is in
+  seconds (default #{@default_expiry_skew}).
+
+  ## Example
+
+      iex> client = %{issuer: "https://as.example", registration_method: :dynamic,
+      ...>   client_secret_expires_at: 0, redirect_uris: ["http://127.0.0.1/cb"]}
+      iex> ExMCP.Authorization.ClientStore.reusable?(client, "https://as.example", ["http://127.0.0.1/cb"])
+      true
+      iex> ExMCP.Authorization.ClientStore.reusable?(client, "https://other.example", ["http://127.0.0.1/cb"])
+      false
+      iex> ExMCP.Authorization.ClientStore.reusable?(client, "https://as.example", ["http://127.0.0.1/other"])
+      false
+  """
+  @spec reusable?(map(), issuer(), [String.t()] | nil, non_neg_integer()) :: boolean()
+  def reusable?(client, issuer, redirect_uris, skew \\ @default_expiry_skew) do
+    Map.get(client, :issuer) == issuer and Map.get(client, :registration_method) == :dynamic and
+      not expired?(client, skew) and registered?(redirect_uris, Map.get(client, :redirect_uris))
+  end
+
+  defp registered?(wanted, registered) when is_list(wanted) and is_list(registered),
+    do: Enum.all?(wanted, &(&1 in registered))
+
+  defp registered?(wanted, _registered), do: wanted in [nil, []]
+
+  @doc """
   Whether the client's secret has expired, or expires within `skew`
   seconds (default #{@default_expiry_skew}). `client_secret_expires_at`
   `nil` or `0` never expires (RFC 7591 §3.2.1).

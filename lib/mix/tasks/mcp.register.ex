@@ -219,7 +219,7 @@ defmodule Mix.Tasks.Mcp.Register do
               ClientStore.get_or_register(
                 store,
                 {issuer, key},
-                &usable?(&1, issuer, metadata),
+                &ClientStore.reusable?(&1, issuer, metadata.redirect_uris),
                 register,
                 timeout
               )
@@ -240,13 +240,6 @@ defmodule Mix.Tasks.Mcp.Register do
 
         finish(client, opts)
     end
-  end
-
-  # What obtain_client/3 asks of a stored client (see ClientStore).
-  defp usable?(client, issuer, metadata) do
-    Map.get(client, :issuer) == issuer and Map.get(client, :registration_method) == :dynamic and
-      not ClientStore.expired?(client) and
-      Enum.all?(metadata.redirect_uris, &(&1 in (Map.get(client, :redirect_uris) || [])))
   end
 
   defp issuer!(issuer) do

@@ -157,11 +157,7 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
     skew = Keyword.get(opts, :expiry_skew, ClientStore.default_expiry_skew())
     wanted_redirect_uris = fetch(client_metadata, :redirect_uris)
 
-    valid? = fn client ->
-      Map.get(client, :issuer) == issuer and Map.get(client, :registration_method) == :dynamic and
-        not ClientStore.expired?(client, skew) and
-        redirect_uris_registered?(wanted_redirect_uris, Map.get(client, :redirect_uris))
-    end
+    valid? = &ClientStore.reusable?(&1, issuer, wanted_redirect_uris, skew)
 
     register = fn ->
       if is_binary(discovery.authorization_server[:registration_endpoint]),
@@ -172,11 +168,6 @@ defmodule ExMCP.Authorization.ClientRegistration.Discovery do
     key = {issuer, Keyword.get(opts, :client_key, "default")}
     ClientStore.get_or_register(opts[:store], key, valid?, register, remaining(deadline))
   end
-
-  defp redirect_uris_registered?(wanted, registered) when is_list(wanted) and is_list(registered),
-    do: Enum.all?(wanted, &(&1 in registered))
-
-  defp redirect_uris_registered?(_wanted, _registered), do: true
 
   defp remaining(deadline), do: max(deadline - System.monotonic_time(:millisecond), 1)
 
