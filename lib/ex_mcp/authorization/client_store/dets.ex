@@ -87,15 +87,14 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
 
   @doc false
   @spec child_spec(keyword()) :: Supervisor.child_spec()
-  def child_spec(opts),
-    do: %{id: {__MODULE__, Table.name!(opts, __MODULE__)}, start: {__MODULE__, :start_link, [opts]}}
+  def child_spec(opts), do: Table.child_spec(__MODULE__, opts)
 
   @impl GenServer
   def init({name, path, cipher}) do
     Process.flag(:trap_exit, true)
 
     with {:ok, lock} <- open(name, path),
-         _ = :ets.new(name, [:named_table, :public, :set]),
+         :ok <- Table.new(name),
          :ok <- load_copy(name, path) do
       :ok = Cipher.configure({__MODULE__, name}, cipher)
       {:ok, %{name: name, path: path, lock: lock}}

@@ -35,12 +35,11 @@ defmodule ExMCP.Authorization.ClientStore.ETS do
 
   @doc false
   @spec child_spec(keyword()) :: Supervisor.child_spec()
-  def child_spec(opts),
-    do: %{id: {__MODULE__, Table.name!(opts, __MODULE__)}, start: {__MODULE__, :start_link, [opts]}}
+  def child_spec(opts), do: Table.child_spec(__MODULE__, opts)
 
   @impl GenServer
   def init(name) do
-    _ = :ets.new(name, [:named_table, :public, :set, read_concurrency: true])
+    :ok = Table.new(name)
     {:ok, name}
   end
 

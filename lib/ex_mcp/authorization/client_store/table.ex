@@ -17,6 +17,18 @@ defmodule ExMCP.Authorization.ClientStore.Table do
     exit(:normal)
   end
 
+  @doc "The child spec of a store whose process is named by `:name`: one child per name."
+  @spec child_spec(module(), keyword()) :: Supervisor.child_spec()
+  def child_spec(adapter, opts),
+    do: %{id: {adapter, name!(opts, adapter)}, start: {adapter, :start_link, [opts]}}
+
+  @doc "Creates the table, owned by the calling process."
+  @spec new(atom()) :: :ok
+  def new(table) do
+    _ = :ets.new(table, [:named_table, :public, :set, read_concurrency: true])
+    :ok
+  end
+
   @spec name!(keyword(), module()) :: atom()
   def name!(opts, adapter) do
     case Keyword.fetch(opts, :name) do
