@@ -25,7 +25,13 @@ defmodule ExMCP.Test.ClientStores do
 
   @kinds [:ets, :dets, :mnesia]
 
-  @metadata %{client_name: "Store test", redirect_uris: ["http://127.0.0.1:8080/callback"]}
+  # A confidential client, so that the server issues a client_secret (and,
+  # with :client_secret_expires_in, an expiry).
+  @metadata %{
+    client_name: "Store test",
+    redirect_uris: ["http://127.0.0.1:8080/callback"],
+    token_endpoint_auth_method: "client_secret_basic"
+  }
 
   @doc "The three built-in adapters, by short name."
   @spec kinds() :: [atom()]
@@ -37,7 +43,7 @@ defmodule ExMCP.Test.ClientStores do
   def adapter(:dets), do: ClientStore.DETS
   def adapter(:mnesia), do: ClientStore.Mnesia
 
-  @doc "Client metadata that the embedded server accepts."
+  @doc "Client metadata of a confidential client that the embedded server accepts."
   @spec metadata(map()) :: map()
   def metadata(extra \\ %{}), do: Map.merge(@metadata, extra)
 
