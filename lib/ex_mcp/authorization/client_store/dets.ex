@@ -22,7 +22,8 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   A new file is created inside a fresh directory of mode 0700 next to it,
   given mode 0600, then moved into place: no other user can open it at any
   moment. An existing file readable by others is set back to 0600 when it
-  is opened.
+  is opened, and so is a file DETS has just repaired (a repair writes a new
+  file with the default mode).
 
   It holds, for each `{issuer, client_key}`, the client map as an Erlang
   term, unencrypted: `client_secret` and `registration_access_token` in
@@ -142,9 +143,22 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   defp open(name, path) do
     with :ok <- ensure_file(path) do
       case :dets.open_file(table(name), file: String.to_charlist(path), type: :set, repair: true) do
-        {:ok, _} -> :ok
+        {:ok, _} -> repaired_private(name, path)
         {:error, reason} -> {:error, open_error(path, reason)}
       end
+    end
+  end
+
+  # A repair (the file was not properly closed) writes a new file in place,
+  # with the default mode (0644 under the usual umask): made private again.
+  defp repaired_private(name, path) do
+    with {:ok, %File.Stat{mode: mode}} <- File.stat(path),
+         :ok <- private_mode(path, mode) do
+      :ok
+    else
+      {:error, reason} = error ->
+        :dets.close(table(name))
+        if is_binary(reason), do: error, else: {:error, "cannot use #{path}: #{:file.format_error(reason)}"}
     end
   end
 
