@@ -272,9 +272,7 @@ defmodule ExMCP.Authorization.ClientStoreRestartTest do
       store = ClientStores.start_store!(:dets, path: path)
 
       assert {:ok, %{client_id: ^first_id}} =
-               ClientStore.get(store, url |> URI.parse() |> issuer(), "default")
+               ClientStore.get(store, RegistrationServer.url(server), "default")
     end
   end
-
-  defp issuer(%URI{scheme: scheme, host: host, port: port}), do: "#{scheme}://#{host}:#{port}"
 end

@@ -11,9 +11,9 @@ defmodule ExMCP.Test.ClientStores do
 
       for kind <- ExMCP.Test.ClientStores.kinds() do
         describe "\#{kind}" do
-          setup do
-            %{store: ExMCP.Test.ClientStores.start_store!(unquote(kind))}
-          end
+          @kind kind
+          setup do: %{store: ExMCP.Test.ClientStores.start_store!(@kind)}
+          # tests using %{store: store}
         end
       end
   """
