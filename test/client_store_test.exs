@@ -168,6 +168,33 @@ defmodule ExMCP.Authorization.ClientStoreTest do
                  "the client store failed: " <> expected
       end
 
+      test "a store whose process was stopped: {:error, {:client_store, message}}, and no registration",
+           %{store: {adapter, name} = store} do
+        :ok = ClientStore.put(store, @issuer, "default", client())
+        stop_supervised!(ClientStores.child_id(store))
+        register = fn -> flunk("no registration without the store's process") end
+        key = {@issuer, "other"}
+
+        case @kind do
+          :mnesia ->
+            # The table outlives this node's process; the lock does not.
+            assert ClientStore.get(store, @issuer, "default") == {:ok, client()}
+
+            assert ClientStore.get_or_register(store, key, fn _ -> true end, register, 1_000) ==
+                     {:error,
+                      {:client_store,
+                       "the lock table #{inspect(:"#{name}.local_leases")} does not exist: is the client store's process running?"}}
+
+          _ ->
+            expected =
+              {:error,
+               {:client_store, "the client store #{inspect(name)} (#{inspect(adapter)}) is not running"}}
+
+            assert ClientStore.get(store, @issuer, "default") == expected
+            assert ClientStore.get_or_register(store, key, fn _ -> true end, register, 1_000) == expected
+        end
+      end
+
       test "get_or_register: one registration, stored, then read back; invalid entries are replaced",
            %{store: store} do
         test = self()
