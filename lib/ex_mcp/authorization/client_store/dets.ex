@@ -23,7 +23,8 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   A new file is created inside a fresh directory of mode 0700 next to it,
   given mode 0600, then moved into place: no other user can open it at any
   moment. An existing file readable by others is set back to 0600 when it
-  is opened.
+  is opened. A file left unclosed by a crash is repaired (DETS rewrites it)
+  the same way: on a copy in a private directory, which then replaces it.
 
   It holds, for each `{issuer, client_key}`, the client map as an Erlang
   term: `client_secret` and `registration_access_token` in clear, like any
@@ -44,7 +45,8 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   wrong, without crashing the caller.
 
   One store may open a given file at a time: the store takes an exclusive
-  OS lock (`flock(2)`) on it before DETS reads it, so a second store, in
+  OS lock (`flock(2)`) on `<path>.lock` (an empty file it creates beside
+  it, mode 0600) before DETS reads it, so a second store, in
   this VM or another OS process (a second `mix mcp.register`), gets
   `{:error, {:client_store, "… is in use by another client store …"}}`
   instead of corrupting it. The lock goes when the store's process exits.
@@ -180,20 +182,21 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
       not_running(name)
   end
 
-  # The OS lock is taken before DETS reads the file, and held (by the
-  # resource in this process's state) until the process exits.
+  # The OS lock is on a file beside the store's (`<path>.lock`), because a
+  # DETS repair replaces the store's file with a new one. It is taken before
+  # the file is created or read, and held by the resource in this process's
+  # state until the process exits.
   defp open(name, path) do
-    with :ok <- ensure_file(path),
-         {:ok, lock} <- lock(path) do
-      case :dets.open_file(table(name), file: String.to_charlist(path), type: :set, repair: true) do
-        {:ok, _} -> {:ok, lock}
-        {:error, reason} -> {:error, open_error(path, reason)}
-      end
+    with :ok <- mkdir_p(path),
+         {:ok, lock} <- lock(path),
+         :ok <- ensure_file(path),
+         :ok <- open_table(name, path, _repairs_left = 1) do
+      {:ok, lock}
     end
   end
 
   defp lock(path) do
-    case Native.lock_file(path) do
+    case Native.lock_file(path <> ".lock") do
       {:ok, lock} ->
         {:ok, lock}
 
@@ -203,7 +206,34 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
            "(DETS allows one at a time)"}
 
       {:error, message} ->
-        {:error, "cannot lock #{path}: #{message}"}
+        {:error, "cannot lock #{path}.lock: #{message}"}
+    end
+  end
+
+  # DETS repairs a file that was not properly closed (a crash) by writing a
+  # new one beside it with the default mode, 0644 under the usual umask. So
+  # the repair runs on a copy in a private directory, which then replaces
+  # the file with mode 0600: the secrets are never in a file others can open.
+  defp open_table(name, path, repairs_left) do
+    case :dets.open_file(table(name), file: String.to_charlist(path), type: :set, repair: false) do
+      {:ok, _} ->
+        :ok
+
+      {:error, {:needs_repair, _}} when repairs_left > 0 ->
+        with :ok <- privately(path, "repair", &repair_copy(path, &1)),
+             do: open_table(name, path, repairs_left - 1)
+
+      {:error, reason} ->
+        {:error, open_error(path, reason)}
+    end
+  end
+
+  defp repair_copy(path, copy) do
+    repair = {__MODULE__, :repair, make_ref()}
+
+    with {:ok, _} <- File.copy(path, copy),
+         {:ok, _} <- :dets.open_file(repair, file: String.to_charlist(copy), type: :set, repair: true) do
+      :dets.close(repair)
     end
   end
 
@@ -211,7 +241,7 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
     case File.lstat(path) do
       {:ok, %File.Stat{type: :regular, mode: mode}} -> private_mode(path, mode)
       {:ok, %File.Stat{type: type}} -> {:error, "#{path} is not a regular file (it is a #{type})"}
-      {:error, :enoent} -> create(path)
+      {:error, :enoent} -> privately(path, "create", &create_empty/1)
       {:error, reason} -> {:error, "cannot use #{path}: #{:file.format_error(reason)}"}
     end
   end
@@ -230,47 +260,54 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
     end
   end
 
-  # An empty DETS file, created where nobody else can open it, then moved
-  # into place.
-  defp create(path) do
-    directory = Path.dirname(path)
-    private_dir = Path.join(directory, ".#{Path.basename(path)}.#{System.unique_integer([:positive])}.tmp")
-    temporary = Path.join(private_dir, Path.basename(path))
-    temporary_name = {__MODULE__, :create, make_ref()}
+  defp create_empty(file) do
+    name = {__MODULE__, :create, make_ref()}
 
-    with :ok <- mkdir_p(directory),
-         :ok <- Native.create_private_dir(private_dir) do
-      result =
-        with {:ok, _} <- :dets.open_file(temporary_name, file: String.to_charlist(temporary), type: :set),
-             :ok <- :dets.close(temporary_name),
-             :ok <- File.chmod(temporary, 0o600),
-             :ok <- File.rename(temporary, path) do
-          :ok
+    with {:ok, _} <- :dets.open_file(name, file: String.to_charlist(file), type: :set),
+         do: :dets.close(name)
+  end
+
+  # Runs `make` on a path inside a fresh directory of mode 0700 beside
+  # `path`, where nobody else can open what it writes, then moves the result
+  # over `path` with mode 0600.
+  defp privately(path, what, make) do
+    private_dir =
+      Path.join(Path.dirname(path), ".#{Path.basename(path)}.#{System.unique_integer([:positive])}.tmp")
+
+    file = Path.join(private_dir, Path.basename(path))
+
+    case Native.create_private_dir(private_dir) do
+      :ok ->
+        result =
+          with :ok <- make.(file),
+               :ok <- File.chmod(file, 0o600),
+               do: File.rename(file, path)
+
+        _ = File.rm_rf(private_dir)
+
+        case result do
+          :ok ->
+            :ok
+
+          {:error, reason} when is_atom(reason) ->
+            {:error, "cannot #{what} #{path}: #{:file.format_error(reason)}"}
+
+          {:error, reason} ->
+            {:error, "cannot #{what} #{path}: #{inspect(reason, limit: 10)}"}
         end
 
-      _ = File.rm(temporary)
-      _ = File.rmdir(private_dir)
-
-      case result do
-        :ok ->
-          :ok
-
-        {:error, reason} when is_atom(reason) ->
-          {:error, "cannot create #{path}: #{:file.format_error(reason)}"}
-
-        {:error, reason} ->
-          {:error, "cannot create #{path}: #{inspect(reason)}"}
-      end
-    else
-      {:error, message} when is_binary(message) -> {:error, "cannot create #{path}: #{message}"}
-      {:error, reason} -> {:error, "cannot create #{path}: #{:file.format_error(reason)}"}
+      {:error, message} ->
+        {:error, "cannot #{what} #{path}: #{message}"}
     end
   end
 
-  defp mkdir_p(directory) do
-    case File.mkdir_p(directory) do
+  # File.mkdir_p/1 says :eexist when a regular file stands where a directory
+  # of the path should be.
+  defp mkdir_p(path) do
+    case File.mkdir_p(Path.dirname(path)) do
       :ok -> :ok
-      {:error, reason} -> {:error, "cannot create the directory #{directory}: #{:file.format_error(reason)}"}
+      {:error, reason} when reason in [:eexist, :enotdir] -> {:error, "cannot use #{path}: not a directory"}
+      {:error, reason} -> {:error, "cannot use #{path}: #{:file.format_error(reason)}"}
     end
   end
 
