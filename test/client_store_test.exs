@@ -104,7 +104,10 @@ defmodule ExMCP.Authorization.ClientStoreTest do
         refute Exception.message(error) =~ "registration-token-1"
 
         without_issuer = Map.delete(client(), :issuer)
-        assert_raise ArgumentError, fn -> ClientStore.put(store, @issuer, "default", without_issuer) end
+
+        assert_raise ArgumentError,
+                     "the client has no :issuer; store clients from obtain_client/3, which binds them to theirs",
+                     fn -> ClientStore.put(store, @issuer, "default", without_issuer) end
 
         error =
           assert_raise ArgumentError, fn ->

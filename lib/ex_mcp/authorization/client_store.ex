@@ -164,9 +164,13 @@ defmodule ExMCP.Authorization.ClientStore do
       %{client_id: id, issuer: ^issuer} when is_binary(id) ->
         adapter.put(name, key, client)
 
-      %{client_id: id} when is_binary(id) ->
+      %{client_id: id, issuer: _other} when is_binary(id) ->
         raise ArgumentError,
               "the client's :issuer is not #{inspect(issuer)}: credentials are bound to their issuer"
+
+      %{client_id: id} when is_binary(id) ->
+        raise ArgumentError,
+              "the client has no :issuer; store clients from obtain_client/3, which binds them to theirs"
 
       _ ->
         raise ArgumentError, "a stored client must be a map with a :client_id string and an :issuer"
