@@ -30,6 +30,9 @@
 //                                 discovery document, so the certificate's CA must be
 //                                 trusted through NODE_EXTRA_CA_CERTS.
 //
+// GET /__test/registrations answers {"registrations":N}, the number of
+// successful registrations so far (oidc-provider's registration_create.success).
+//
 // Once listening it prints exactly one line of JSON to stdout:
 //
 //   {"port":N,"issuer":"http://127.0.0.1:N","registration_endpoint":"http://127.0.0.1:N/reg"}
@@ -149,14 +152,38 @@ const provider = new Provider(issuer, {
 
 provider.on('server_error', (_ctx, error) => console.error('oidc-provider server_error:', error));
 
+// Successful registrations (RFC 7591 POSTs that created a client), for the
+// tests that count them: GET /__test/registrations answers {"registrations":N}.
+// The path is outside every issuer path the tests use; the server listens on
+// 127.0.0.1 only.
+let registrations = 0;
+provider.on('registration_create.success', () => {
+  registrations += 1;
+});
+const countPath = '/__test/registrations';
+const answerCount = (res) => {
+  const body = JSON.stringify({ registrations });
+  res.writeHead(200, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+};
+
 const callback = provider.callback();
 if (issuerPath === '') {
-  server.on('request', callback);
+  server.on('request', (req, res) => {
+    if (req.method === 'GET' && req.url === countPath) answerCount(res);
+    else callback(req, res);
+  });
 } else {
   // Mounted under the issuer's path, the way Express's app.use(path, ...)
   // mounts it: oidc-provider builds its URLs from originalUrl.
   server.on('request', (req, res) => {
-    if (req.url === issuerPath || req.url.startsWith(`${issuerPath}/`) || req.url.startsWith(`${issuerPath}?`)) {
+    if (req.method === 'GET' && req.url === countPath) {
+      answerCount(res);
+    } else if (req.url === issuerPath || req.url.startsWith(`${issuerPath}/`) || req.url.startsWith(`${issuerPath}?`)) {
       req.originalUrl = req.url;
       req.url = req.url.slice(issuerPath.length) || '/';
       callback(req, res);

@@ -74,6 +74,36 @@ defmodule ExMCP.Test.OidcProvider do
     %{port: port, issuer: issuer, registration_endpoint: endpoint}
   end
 
+  @doc """
+  How many registrations the server has made so far (oidc-provider's
+  `registration_create.success` events), read from the script's
+  `GET /__test/registrations`.
+  """
+  @spec registrations(GenServer.server()) :: non_neg_integer()
+  def registrations(server) do
+    %{port: port} = info(server)
+    {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 5_000)
+
+    :ok =
+      :gen_tcp.send(
+        socket,
+        "GET /__test/registrations HTTP/1.0\r\nhost: 127.0.0.1:#{port}\r\nconnection: close\r\n\r\n"
+      )
+
+    response = read_all(socket, [])
+    :gen_tcp.close(socket)
+    ["HTTP/1." <> <<_, " 200 ">> <> _, body] = String.split(response, "\r\n\r\n", parts: 2)
+    %{"registrations" => count} = ExMCP.Test.JSON.decode!(body)
+    count
+  end
+
+  defp read_all(socket, acc) do
+    case :gen_tcp.recv(socket, 0, 5_000) do
+      {:ok, data} -> read_all(socket, [acc, data])
+      {:error, :closed} -> IO.iodata_to_binary(acc)
+    end
+  end
+
   # -- Startup -------------------------------------------------------------------
 
   # The script prints {"port":N,"issuer":"...","registration_endpoint":"..."}.

@@ -179,11 +179,33 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   @impl ExMCP.Authorization.ClientStore
   def put(table, key, client) do
     stored = Cipher.seal({__MODULE__, table}, client)
-    transaction(table, fn -> :mnesia.write({table, key, stored}) end)
+    with :ok <- transaction(table, fn -> :mnesia.write({table, key, stored}) end), do: sync_log(table)
   end
 
   @impl ExMCP.Authorization.ClientStore
-  def delete(table, key), do: transaction(table, fn -> :mnesia.delete({table, key}) end)
+  def delete(table, key) do
+    with :ok <- transaction(table, fn -> :mnesia.delete({table, key}) end), do: sync_log(table)
+  end
+
+  # Mnesia logs a committed transaction to each disc_copies replica's
+  # transaction log through disk_log, which buffers it: a VM that halts
+  # right after would lose the client. So the log of every running disc
+  # replica is flushed (:mnesia.sync_log/0) before returning, as the DETS
+  # store syncs its file. A replica that cannot be reached is skipped: the
+  # transaction has committed.
+  defp sync_log(table) do
+    case :mnesia.table_info(table, :disc_copies) do
+      [] ->
+        :ok
+
+      nodes ->
+        running = :mnesia.system_info(:running_db_nodes)
+        _ = :erpc.multicall(Enum.filter(nodes, &(&1 in running)), :mnesia, :sync_log, [], 5_000)
+        :ok
+    end
+  catch
+    :exit, reason -> mnesia_error(table, reason)
+  end
 
   @impl ExMCP.Authorization.ClientStore
   def list(table) do
