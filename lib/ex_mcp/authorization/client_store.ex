@@ -138,6 +138,25 @@ defmodule ExMCP.Authorization.ClientStore do
             when result: term()
 
   @doc """
+  `c:with_lock/4`, plus `ready`, which the adapter calls each time a
+  holder of the lock has gone and before it tries to take the lock itself:
+  `{:done, result}` means the wait is over (another process did the work)
+  and `result` is returned without taking the lock; `:wait` goes on.
+  Optional: `get_or_register/5` uses it when present, so that of many
+  processes woken by one registration none queues for the lock again.
+  """
+  @callback with_lock(
+              name :: term(),
+              key(),
+              timeout :: non_neg_integer(),
+              fun :: (() -> result),
+              ready :: (() -> {:done, result} | :wait)
+            ) :: result | {:error, error() | {:request_failed, :timeout}}
+            when result: term()
+
+  @optional_callbacks with_lock: 5
+
+  @doc """
   The stored client of `client_key` at `issuer`.
 
   ## Example
@@ -215,14 +234,29 @@ defmodule ExMCP.Authorization.ClientStore do
     {adapter, name} = store!(store)
     key = key!(issuer, client_key)
 
-    with {:ok, nil} <- valid_stored(adapter, name, key, valid?) do
-      adapter.with_lock(name, key, timeout, fn ->
-        with {:ok, nil} <- valid_stored(adapter, name, key, valid?),
-             {:ok, client} <- register.() do
-          keep(adapter, name, key, client)
-          {:ok, client}
-        end
-      end)
+    stored = fn -> valid_stored(adapter, name, key, valid?) end
+
+    work = fn ->
+      with {:ok, nil} <- stored.(),
+           {:ok, client} <- register.() do
+        keep(adapter, name, key, client)
+        {:ok, client}
+      end
+    end
+
+    # A waiter woken by the end of another process's registration usually
+    # finds the client stored: it returns it without queueing for the lock.
+    ready = fn ->
+      case stored.() do
+        {:ok, nil} -> :wait
+        found_or_error -> {:done, found_or_error}
+      end
+    end
+
+    with {:ok, nil} <- stored.() do
+      if function_exported?(adapter, :with_lock, 5),
+        do: adapter.with_lock(name, key, timeout, work, ready),
+        else: adapter.with_lock(name, key, timeout, work)
     end
   end
 

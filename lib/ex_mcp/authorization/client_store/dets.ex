@@ -154,7 +154,8 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
   end
 
   @impl ExMCP.Authorization.ClientStore
-  def with_lock(name, key, timeout, fun), do: Lease.run(Table, name, key, timeout, fun)
+  def with_lock(name, key, timeout, fun, ready \\ &Lease.wait/0),
+    do: Lease.run(Table, name, key, timeout, fun, ready)
 
   # -- The file -----------------------------------------------------------------
 

@@ -56,5 +56,6 @@ defmodule ExMCP.Authorization.ClientStore.ETS do
   def list(name), do: Table.list(name, __MODULE__)
 
   @impl ExMCP.Authorization.ClientStore
-  def with_lock(name, key, timeout, fun), do: Lease.run(Table, name, key, timeout, fun)
+  def with_lock(name, key, timeout, fun, ready \\ &Lease.wait/0),
+    do: Lease.run(Table, name, key, timeout, fun, ready)
 end

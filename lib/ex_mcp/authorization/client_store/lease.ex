@@ -26,14 +26,18 @@ defmodule ExMCP.Authorization.ClientStore.Lease do
   @doc "Erases the lease of `key` if `holder` holds it."
   @callback release(name :: term(), key :: term(), holder :: pid()) :: :ok
 
-  @spec run(module(), term(), term(), non_neg_integer(), (() -> result)) ::
+  @doc "The `ready` of a plain with_lock/4: always wait for the lock."
+  @spec wait() :: :wait
+  def wait, do: :wait
+
+  @spec run(module(), term(), term(), non_neg_integer(), (() -> result), (() -> {:done, result} | :wait)) ::
           result | {:error, {:request_failed, :timeout} | {:client_store, String.t()}}
         when result: term()
-  def run(adapter, name, key, timeout, fun) do
+  def run(adapter, name, key, timeout, fun, ready) do
     reply_to = :erlang.alias([:reply])
     deadline = System.monotonic_time(:millisecond) + timeout
 
-    {pid, monitor} = spawn_monitor(fn -> work(adapter, name, key, deadline, fun, reply_to) end)
+    {pid, monitor} = spawn_monitor(fn -> work({adapter, name, key, deadline, ready}, fun, reply_to) end)
 
     receive do
       {^reply_to, result} ->
@@ -56,9 +60,12 @@ defmodule ExMCP.Authorization.ClientStore.Lease do
     end
   end
 
-  defp work(adapter, name, key, deadline, fun, reply_to) do
+  defp work({adapter, name, key, _deadline, _ready} = lock, fun, reply_to) do
     result =
-      case acquire(adapter, name, key, deadline, nil) do
+      case acquire(lock, nil) do
+        {:done, result} ->
+          result
+
         :acquired ->
           try do
             fun.()
@@ -82,7 +89,7 @@ defmodule ExMCP.Authorization.ClientStore.Lease do
     send(reply_to, {reply_to, result})
   end
 
-  defp acquire(adapter, name, key, deadline, replacing) do
+  defp acquire({adapter, name, key, deadline, ready} = lock, replacing) do
     case adapter.try_acquire(name, key, self(), replacing) do
       :acquired ->
         :acquired
@@ -91,7 +98,11 @@ defmodule ExMCP.Authorization.ClientStore.Lease do
         monitor = Process.monitor(holder)
 
         receive do
-          {:DOWN, ^monitor, :process, ^holder, _} -> acquire(adapter, name, key, deadline, holder)
+          {:DOWN, ^monitor, :process, ^holder, _} ->
+            case ready.() do
+              {:done, _} = done -> done
+              :wait -> acquire(lock, holder)
+            end
         after
           max(deadline - System.monotonic_time(:millisecond), 0) ->
             Process.demonitor(monitor, [:flush])

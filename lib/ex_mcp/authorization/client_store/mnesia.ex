@@ -218,13 +218,20 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   # queue in ETS, and one per node at a time contends in Mnesia, whose
   # conflicting transactions back off and restart.
   @impl ExMCP.Authorization.ClientStore
-  def with_lock(table, key, timeout, fun) do
+  def with_lock(table, key, timeout, fun, ready \\ &Lease.wait/0) do
     deadline = System.monotonic_time(:millisecond) + timeout
 
-    Lease.run(Table, local_leases(table), key, timeout, fn ->
-      remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-      Lease.run(__MODULE__, table, key, remaining, fun)
-    end)
+    Lease.run(
+      Table,
+      local_leases(table),
+      key,
+      timeout,
+      fn ->
+        remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+        Lease.run(__MODULE__, table, key, remaining, fun, ready)
+      end,
+      ready
+    )
   end
 
   @impl ExMCP.Authorization.ClientStore.Lease
