@@ -51,7 +51,11 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
   taken over by a waiting process on another node. A registration that node
   had sent but not yet stored is lost with it (the server keeps an unused
   client), and a survivor registers. During a network partition both sides
-  may register.
+  may register. On OTP 25 and later, `global`'s
+  `prevent_overlapping_partitions` (on by default) can disconnect two
+  surviving nodes from each other when a third goes down; Mnesia is then
+  partitioned, with the same effect, until the nodes reconnect. The
+  library's three-node tests run with it off to stay deterministic.
   """
 
   use GenServer
