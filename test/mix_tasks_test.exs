@@ -599,11 +599,14 @@ defmodule ExMCP.Authorization.MixTasksTest do
           "client_id_metadata_document_supported: true",
           "2. obtain_client through a Client ID Metadata Document",
           "registration_method: :client_id_metadata_document",
-          "3. obtain_client through dynamic registration (RFC 7591 §3)",
+          "3. obtain_client through dynamic registration (RFC 7591 §3), kept in a client store",
           "registration_method: :dynamic",
-          "4. get_client_information",
-          "5. update_client_information",
-          "6. delete_client"
+          "4. obtain_client again, after reopening the store (as after a restart)",
+          "(the same: true)\n   registrations on the server: 1\n",
+          "5. ClientStore.get_client_information",
+          "6. ClientStore.update_client_information",
+          "7. ClientStore.delete_client (RFC 7592 §2.3)",
+          ":ok; left in the store: :error"
         ] do
       assert stdout =~ step
     end
@@ -612,10 +615,11 @@ defmodule ExMCP.Authorization.MixTasksTest do
     assert stdout =~
              ~r{/authorize and answered HTTP 302\n   → http://localhost:8080/callback\?code=[^&]+&state=demo-state&iss=}
 
-    assert stdout =~ "the server rotated the registration access token: true"
+    assert stdout =~
+             "the server rotated the registration access token: true; the store holds the new one: true"
 
     assert stdout =~
-             "7. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
+             "8. reading the deleted client fails\n   the authorization server refused the request (HTTP 401)"
 
     assert stdout =~ "Clients left on the server: 0"
   end

@@ -18,14 +18,17 @@ defmodule Mix.Tasks.Mcp.Demo do
        server side); the server's `/authorize` then fetches it, checks it and
        redirects with a code;
     5. `obtain_client/3` through dynamic registration (RFC 7591), as a client
-       that has no document URL;
-    6. reads, updates and deletes that registration (RFC 7592).
+       that has no document URL, with a client store
+       (`ExMCP.Authorization.ClientStore.DETS` in a temporary file), then
+       again after reopening the store: the same client, no new registration;
+    6. reads, updates and deletes that registration (RFC 7592) through the
+       store, which keeps the rotated registration access token.
 
         mix mcp.demo
   """
   use Mix.Task
 
-  alias ExMCP.Authorization.{ClientRegistration, Native, RegistrationServer}
+  alias ExMCP.Authorization.{ClientRegistration, ClientStore, Native, RegistrationServer}
 
   @redirect_uri "http://localhost:8080/callback"
   @scopes ["mcp:read", "mcp:write"]
@@ -84,42 +87,59 @@ defmodule Mix.Tasks.Mcp.Demo do
         "   → #{redact_code(location)}\n"
     )
 
-    {client, us} = timed(fn -> ClientRegistration.obtain_client(discovery, metadata) end)
-    step("3. obtain_client through dynamic registration (RFC 7591 §3)", show_obtained(client), us)
+    # The client store: a DETS file in a fresh directory, removed at the end.
+    store_dir = Path.join(System.tmp_dir!(), "ex_mcp_demo_#{System.unique_integer([:positive])}")
+    store_path = Path.join(store_dir, "clients.dets")
+    store = {ClientStore.DETS, ExMCP.Demo.Clients}
+    {:ok, store_pid} = ClientStore.DETS.start_link(name: ExMCP.Demo.Clients, path: store_path)
 
-    {read, us} =
-      timed(fn ->
-        ClientRegistration.get_client_information(
-          client.registration_client_uri,
-          client.registration_access_token
-        )
-      end)
+    {client, us} = timed(fn -> ClientRegistration.obtain_client(discovery, metadata, store: store) end)
 
-    step("4. get_client_information (RFC 7592 §2.1)", read, us)
+    step(
+      "3. obtain_client through dynamic registration (RFC 7591 §3), kept in a client store",
+      show_obtained(client) <> "\nstored in #{store_path} under {#{inspect(client.issuer)}, \"default\"}",
+      us
+    )
+
+    GenServer.stop(store_pid)
+    {:ok, store_pid} = ClientStore.DETS.start_link(name: ExMCP.Demo.Clients, path: store_path)
+    {again, us} = timed(fn -> ClientRegistration.obtain_client(discovery, metadata, store: store) end)
+
+    step(
+      "4. obtain_client again, after reopening the store (as after a restart)",
+      "client_id: #{again.client_id} (the same: #{again.client_id == client.client_id})\n" <>
+        "registrations on the server: #{RegistrationServer.count(server)}",
+      us
+    )
+
+    {read, us} = timed(fn -> ClientStore.get_client_information(store, client.issuer, "default") end)
+    step("5. ClientStore.get_client_information (RFC 7592 §2.1, stored credentials)", read, us)
 
     {updated, us} =
       timed(fn ->
-        ClientRegistration.update_client_information(
-          client.registration_client_uri,
-          client.registration_access_token,
-          %{client_name: "ExMCP demo (renamed)", scope: "mcp:read"}
-        )
+        ClientStore.update_client_information(store, client.issuer, "default", %{
+          client_name: "ExMCP demo (renamed)",
+          scope: "mcp:read"
+        })
       end)
 
-    step("5. update_client_information (RFC 7592 §2.2: read, merge, PUT)", updated, us)
-
-    rotated? = updated.registration_access_token != client.registration_access_token
+    step("6. ClientStore.update_client_information (RFC 7592 §2.2: read, merge, PUT)", updated, us)
+    {:ok, stored} = ClientStore.get(store, client.issuer, "default")
 
     IO.puts(
-      "   the server rotated the registration access token: #{rotated?}; contacts kept: #{inspect(updated.contacts)}\n"
+      "   the server rotated the registration access token: " <>
+        "#{updated.registration_access_token != client.registration_access_token}; " <>
+        "the store holds the new one: #{stored.registration_access_token == updated.registration_access_token}; " <>
+        "contacts kept: #{inspect(updated.contacts)}\n"
     )
 
-    {deleted, us} =
-      timed(fn ->
-        ClientRegistration.delete_client(updated.registration_client_uri, updated.registration_access_token)
-      end)
+    {deleted, us} = timed(fn -> ClientStore.delete_client(store, client.issuer, "default") end)
 
-    step("6. delete_client (RFC 7592 §2.3)", deleted, us)
+    step(
+      "7. ClientStore.delete_client (RFC 7592 §2.3)",
+      "#{inspect(deleted)}; left in the store: #{inspect(ClientStore.get(store, client.issuer, "default"))}",
+      us
+    )
 
     {:error, reason} =
       ClientRegistration.get_client_information(
@@ -127,7 +147,9 @@ defmodule Mix.Tasks.Mcp.Demo do
         updated.registration_access_token
       )
 
-    step("7. reading the deleted client fails", ClientRegistration.format_error(reason))
+    step("8. reading the deleted client fails", ClientRegistration.format_error(reason))
+    GenServer.stop(store_pid)
+    File.rm_rf!(store_dir)
     IO.puts("Clients left on the server: #{RegistrationServer.count(server)}")
     stop_document_host(document_host)
     RegistrationServer.stop(server)
