@@ -149,7 +149,7 @@ defmodule Mix.Tasks.Mcp.Demo do
 
     step("8. reading the deleted client fails", ClientRegistration.format_error(reason))
     GenServer.stop(store_pid)
-    File.rm_rf!(store_dir)
+    _ = File.rm_rf!(store_dir)
     IO.puts("Clients left on the server: #{RegistrationServer.count(server)}")
     stop_document_host(document_host)
     RegistrationServer.stop(server)
