@@ -944,3 +944,175 @@ fn dropping_the_server_stops_it_and_start_on_needs_no_runtime_context() {
     assert!(matches!(&error, server::ServerError::Bind { source, .. }
         if source.kind() == std::io::ErrorKind::AddrInUse));
 }
+
+/// What a client that uploads its whole body before reading got.
+#[derive(Debug, Default, PartialEq)]
+struct Upload {
+    /// A write failed: the server had reset the connection. Clients that
+    /// stop there (Erlang's passive `gen_tcp`, curl) never see the answer.
+    write_failed: bool,
+    /// The answer read afterwards, if any.
+    answer: Vec<u8>,
+}
+
+/// Sends `head`, waits until the server's answer has arrived (without
+/// reading it), then sends `body` in 4 KiB pieces and reads the answer.
+fn upload_after_the_answer(addr: std::net::SocketAddr, head: &str, body: usize) -> Upload {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    // Blocks until the answer is in this socket's receive queue: the server
+    // has written it and decided to close the connection.
+    stream.peek(&mut [0u8; 1]).unwrap();
+    let mut outcome = Upload::default();
+    let piece = [b'x'; 4096];
+    let mut left = body;
+    while left > 0 {
+        let n = left.min(piece.len());
+        if stream.write_all(&piece[..n]).is_err() {
+            outcome.write_failed = true;
+            break;
+        }
+        left -= n;
+    }
+    let _ = stream.read_to_end(&mut outcome.answer);
+    outcome
+}
+
+fn head_413(content_length: usize, extra: &str) -> String {
+    format!(
+        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {content_length}\r\n{extra}\r\n"
+    )
+}
+
+fn assert_all_answered(outcomes: &[Upload]) {
+    let failed = outcomes.iter().filter(|o| o.write_failed).count();
+    let unanswered = outcomes
+        .iter()
+        .filter(|o| !o.answer.starts_with(b"HTTP/1.1 413 "))
+        .count();
+    assert_eq!(
+        (failed, unanswered),
+        (0, 0),
+        "of {}: {failed} uploads were reset, {unanswered} without a 413",
+        outcomes.len()
+    );
+}
+
+/// A client announcing `Expect: 100-continue` is refused from the headers;
+/// one that sends its body anyway (curl does after a second) must still be
+/// able to upload it and read the 413: the server reads and drops the rest
+/// after answering instead of resetting the connection.
+#[test]
+fn an_early_413_survives_the_rest_of_the_upload() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server::start_on(runtime.handle(), ServerConfig::default()).unwrap();
+    let head = head_413(200_000, "Expect: 100-continue\r\n");
+    let outcomes: Vec<Upload> = (0..200)
+        .map(|_| upload_after_the_answer(server.local_addr(), &head, 200_000))
+        .collect();
+    assert_all_answered(&outcomes);
+    assert_eq!(server.store().count(), 0);
+}
+
+/// The server waits up to 2 s for an oversized body before answering 413; a
+/// client still sending after that (a busy machine, a slow link) must get
+/// to finish and read the answer. 100 such clients at once.
+#[test]
+fn a_413_after_the_body_wait_survives_the_rest_of_the_upload() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server::start_on(runtime.handle(), ServerConfig::default()).unwrap();
+    let addr = server.local_addr();
+    let head = head_413(200_000, "");
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let head = head.clone();
+            std::thread::spawn(move || upload_after_the_answer(addr, &head, 200_000))
+        })
+        .collect();
+    let outcomes: Vec<Upload> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_all_answered(&outcomes);
+}
+
+/// Connects, sends headers refused at once (`Expect: 100-continue` and a
+/// body over the limit) and reads the whole 413: the server has answered
+/// and shut its side down, and now lingers.
+fn refused_upload(addr: std::net::SocketAddr, content_length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(head_413(content_length, "Expect: 100-continue\r\n").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 413 "));
+    stream
+}
+
+/// Writes `piece` until a write fails (the server has closed for good) or
+/// `cap` bytes went through; returns how many bytes went through.
+fn write_until_reset(stream: &mut TcpStream, piece: &[u8], cap: usize, pause: Duration) -> usize {
+    let mut written = 0;
+    while written < cap {
+        if stream.write_all(piece).is_err() {
+            return written;
+        }
+        written += piece.len();
+        std::thread::sleep(pause);
+    }
+    written
+}
+
+#[test]
+fn lingering_reads_at_most_a_mebibyte() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server::start_on(runtime.handle(), ServerConfig::default()).unwrap();
+    let mut stream = refused_upload(server.local_addr(), 1 << 30);
+    let cap = 256 << 20;
+    let written = write_until_reset(&mut stream, &[b'x'; 64 * 1024], cap, Duration::ZERO);
+    // The server read its mebibyte, then closed; what else went through sat
+    // in the socket buffers.
+    assert!((1 << 20..cap).contains(&written), "{written}");
+}
+
+#[test]
+fn lingering_ends_after_two_seconds() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server::start_on(runtime.handle(), ServerConfig::default()).unwrap();
+    let mut stream = refused_upload(server.local_addr(), 200_000);
+    let started = Instant::now();
+    // A byte every 20 ms: within every limit but time.
+    let written = write_until_reset(&mut stream, b"x", 200_000, Duration::from_millis(20));
+    let elapsed = started.elapsed();
+    assert!(written < 200_000);
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_connection_does_not_hold_up_shutdown() {
+    let server = start(ServerConfig::default());
+    let addr = server.local_addr();
+    // Answered, shut down by the server, and left open by the client.
+    let stream = tokio::task::spawn_blocking(move || refused_upload(addr, 200_000))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    server.shutdown();
+    tokio::time::timeout(Duration::from_secs(2), server.stopped())
+        .await
+        .expect("stops promptly");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stream);
+}

@@ -70,9 +70,10 @@ pub const RESPONSE_TYPES: &[&str] = &["code"];
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much of a refused request's body is read and thrown away, so that
-/// closing the connection does not reset it before the client has read the
-/// answer. Bigger bodies are not read: the connection is closed.
+/// How much of a refused request's body is read and thrown away before
+/// answering, so that the connection can be kept (or closed without a
+/// reset). Bigger bodies are not read: the connection is closed, with the
+/// lingering close of `serve_connection` taking in what still arrives.
 const DRAIN_LIMIT: u64 = 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 

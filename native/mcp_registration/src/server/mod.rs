@@ -45,6 +45,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use thiserror::Error;
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -484,7 +486,7 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-async fn serve_connection(stream: TcpStream, app: Arc<App>, lifecycle: Arc<Lifecycle>) {
+async fn serve_connection(mut stream: TcpStream, app: Arc<App>, lifecycle: Arc<Lifecycle>) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |request| {
         let app = Arc::clone(&app);
@@ -495,15 +497,65 @@ async fn serve_connection(stream: TcpStream, app: Arc<App>, lifecycle: Arc<Lifec
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        () = lifecycle.stop.wait() => {}
+    {
+        // Hyper only borrows the stream, so that it is still ours to close
+        // however hyper ends (done, error, or dropped at shutdown).
+        let connection = builder.serve_connection(TokioIo::new(&mut stream), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            () = lifecycle.stop.wait() => {
+                // Idle connections close at once; one mid-request gets the
+                // grace period. No lingering: the server is going away.
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                return;
+            }
+        }
     }
-    // Idle connections close at once; one mid-request gets the grace period.
-    connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+    linger(stream, &lifecycle.stop).await;
+}
+
+/// The most a closing connection reads and throws away.
+const LINGER_LIMIT: usize = 1024 * 1024;
+/// How long a closing connection waits for the client to stop sending.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A lingering close. Hyper has sent its last answer, but the client may
+/// still be sending: a body refused from its headers (`413`, `Connection:
+/// close`), or one the server stopped waiting for. Closing a socket with
+/// unread data, or receiving data after closing it, makes the kernel reset
+/// the connection, and a client that is still uploading then gets a failed
+/// write instead of the answer waiting in its receive buffer (Erlang's
+/// passive `gen_tcp` and curl both give up there). So: send FIN after the
+/// answer, then read and drop what arrives until the client closes its side,
+/// at most [`LINGER_LIMIT`] bytes and [`LINGER_TIMEOUT`], or until the
+/// server stops.
+async fn linger(mut stream: TcpStream, stop: &Flag) {
+    // Hyper has shut the write side down already when it ended cleanly;
+    // again is harmless, and covers the other ends.
+    let _ = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_shutdown(cx)).await;
+    let mut buffer = vec![0u8; 16 * 1024];
+    let drain = async {
+        let mut left = LINGER_LIMIT;
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut buffer) {
+                // The client has closed its side: nothing more will come.
+                Ok(0) => return,
+                Ok(n) if n >= left => return,
+                Ok(n) => left -= n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIMEOUT, drain) => {}
+        () = stop.wait() => {}
+    }
 }
 
 /// `http://<ip>:<port>`; an unspecified address becomes loopback, since
