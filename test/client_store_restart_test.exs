@@ -13,6 +13,17 @@ defmodule ExMCP.Authorization.ClientStoreRestartTest do
 
   defp mode(path), do: Bitwise.band(File.stat!(path).mode, 0o777)
 
+  # A DETS file holding client "c1", its store stopped: the path and the
+  # store's name, to open it again.
+  defp file_with_one_client do
+    path = Path.join(ClientStores.tmp_dir!(), "clients.dets")
+    name = ClientStores.unique_name(:dets)
+    store = ClientStores.start_store!(:dets, name: name, path: path)
+    :ok = ClientStore.put(store, @issuer, "default", client("c1"))
+    stop_supervised!(ClientStores.child_id(store))
+    {path, name}
+  end
+
   defp client(id),
     do: %{
       client_id: id,
@@ -65,12 +76,7 @@ defmodule ExMCP.Authorization.ClientStoreRestartTest do
     end
 
     test "an existing file readable by others (0644) is set to 0600 when opened, and its clients are kept" do
-      dir = ClientStores.tmp_dir!()
-      path = Path.join(dir, "clients.dets")
-      name = ClientStores.unique_name(:dets)
-      store = ClientStores.start_store!(:dets, name: name, path: path)
-      :ok = ClientStore.put(store, @issuer, "default", client("c1"))
-      stop_supervised!(ClientStores.child_id(store))
+      {path, name} = file_with_one_client()
 
       File.chmod!(path, 0o644)
       assert mode(path) == 0o644
@@ -81,12 +87,7 @@ defmodule ExMCP.Authorization.ClientStoreRestartTest do
     end
 
     test "a file DETS has to repair (its writer died mid-write) is repaired, keeps its clients, and stays 0600" do
-      dir = ClientStores.tmp_dir!()
-      path = Path.join(dir, "clients.dets")
-      name = ClientStores.unique_name(:dets)
-      store = ClientStores.start_store!(:dets, name: name, path: path)
-      :ok = ClientStore.put(store, @issuer, "default", client("c1"))
-      stop_supervised!(ClientStores.child_id(store))
+      {path, name} = file_with_one_client()
 
       # Open the file directly, write without closing, and kill the table's
       # process: the file is left marked as not properly closed.

@@ -5,7 +5,9 @@ defmodule ExMCP.Authorization.ClientStoreTest do
   # for the three; only the "not running" message differs.
   use ExUnit.Case, async: true
 
-  alias ExMCP.Authorization.{ClientRegistration, ClientStore}
+  import ExMCP.Test.Leaks, only: [refute_leaks: 2]
+
+  alias ExMCP.Authorization.ClientStore
   alias ExMCP.Test.ClientStores
 
   @issuer "https://auth.example.com"
@@ -31,19 +33,6 @@ defmodule ExMCP.Authorization.ClientStoreTest do
       },
       overrides
     )
-  end
-
-  # No secret of `secrets` in the sentence a caller would log, nor in the term.
-  defp refute_leaks(reason, secrets) do
-    sentence = ClientRegistration.format_error(reason)
-    inspected = inspect(reason, limit: :infinity, printable_limit: :infinity)
-
-    for secret <- secrets do
-      refute sentence =~ secret, "#{secret} in format_error/1: #{sentence}"
-      refute inspected =~ secret, "#{secret} in the reason: #{inspected}"
-    end
-
-    sentence
   end
 
   for kind <- ClientStores.kinds() do

@@ -5,6 +5,8 @@ defmodule ExMCP.Authorization.CredentialsFidelityTest do
   # client against an ExMCP.Test.FixtureServer on 127.0.0.1.
   use ExUnit.Case, async: true
 
+  import ExMCP.Test.Leaks, only: [refute_leaks: 2]
+
   alias ExMCP.Authorization.ClientRegistration, as: CR
   alias ExMCP.Authorization.RotatedCredentials
   alias ExMCP.Test.{FixtureServer, JSON}
@@ -31,20 +33,6 @@ defmodule ExMCP.Authorization.CredentialsFidelityTest do
       },
       overrides
     )
-  end
-
-  # No credential anywhere in what a caller would log.
-  defp refute_leaks(reason, secrets) do
-    sentence = CR.format_error(reason)
-    inspected = inspect(reason, limit: :infinity, printable_limit: :infinity)
-
-    for secret <- secrets do
-      refute sentence =~ secret, "#{secret} in format_error/1: #{sentence}"
-      refute inspected =~ secret, "#{secret} in inspect/2: #{inspected}"
-    end
-
-    assert String.valid?(sentence)
-    sentence
   end
 
   describe "rotation on read (RFC 7592 §2.1)" do
