@@ -582,7 +582,9 @@ defmodule ExMCP.Authorization.ClientStoreObtainTest do
         Logger.flush()
       end)
 
-    assert log =~ "client held-1 was registered at #{base} but could not be stored: the client store failed: "
+    assert log =~
+             "client held-1 of #{base} (as the server handed it out) could not be stored: the client store failed: "
+
     refute log =~ "held-secret-1"
     refute log =~ "held-token-1"
   end

@@ -275,7 +275,7 @@ defmodule ExMCP.Authorization.ClientStore do
 
       {:error, reason} ->
         Logger.warning(
-          "client #{client.client_id} was registered at #{issuer} but could not be stored: " <>
+          "client #{client.client_id} of #{issuer} (as the server handed it out) could not be stored: " <>
             ClientRegistration.format_error(reason)
         )
     end
