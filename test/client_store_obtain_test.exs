@@ -183,7 +183,15 @@ defmodule ExMCP.Authorization.ClientStoreObtainTest do
           ClientRegistration.client_rejected(%{issuer: "http://i", client_id: "c"}, [])
         end
 
-      assert Exception.message(error) == "client_rejected/2 needs the option :store"
+      assert Exception.message(error) == "client_rejected/2 needs a keyword list with the option :store"
+
+      error =
+        assert_raise ArgumentError, fn ->
+          ClientRegistration.client_rejected(%{issuer: "http://i", client_id: "c"}, store: store, key: "x")
+        end
+
+      assert Exception.message(error) ==
+               "unknown option :key; client_rejected/2 accepts :store, :client_key, :timeout"
     end
 
     test "a store that is not running: obtain_client/3 returns its error and registers nothing",

@@ -748,8 +748,17 @@ defmodule ExMCP.Authorization.ClientRegistration do
                 "client_rejected/2 needs a client from obtain_client/3, with an :issuer and a :client_id"
       end
 
-    unless is_list(opts) and Keyword.has_key?(opts, :store),
-      do: raise(ArgumentError, "client_rejected/2 needs the option :store")
+    unless is_list(opts) and Keyword.keyword?(opts) and Keyword.has_key?(opts, :store),
+      do: raise(ArgumentError, "client_rejected/2 needs a keyword list with the option :store")
+
+    case Keyword.keys(opts) -- [:store, :client_key, :timeout] do
+      [] ->
+        :ok
+
+      [key | _] ->
+        raise ArgumentError,
+              "unknown option #{inspect(key)}; client_rejected/2 accepts :store, :client_key, :timeout"
+    end
 
     opts = options!(Keyword.take(opts, [:timeout]), []) ++ Keyword.take(opts, [:store, :client_key])
     store = option!(:store, opts[:store])
