@@ -341,7 +341,7 @@ defmodule ExMCP.Authorization.ClientStore do
   @spec get_client_information(t(), issuer(), client_key(), [ClientRegistration.option()]) ::
           {:ok, client()} | {:error, term()}
   def get_client_information(store, issuer, client_key, opts \\ []) do
-    managed(store, issuer, client_key, opts, fn stored, uri, token ->
+    managed(store, issuer, client_key, {opts, []}, fn stored, uri, token ->
       ClientRegistration.get_client_information(uri, token, opts)
       |> merged(stored)
     end)
@@ -357,7 +357,7 @@ defmodule ExMCP.Authorization.ClientStore do
   @spec update_client_information(t(), issuer(), client_key(), map(), [ClientRegistration.option()]) ::
           {:ok, client()} | {:error, term()}
   def update_client_information(store, issuer, client_key, updates, opts \\ []) do
-    managed(store, issuer, client_key, opts, fn stored, uri, token ->
+    managed(store, issuer, client_key, {opts, [:replace]}, fn stored, uri, token ->
       uri
       |> ClientRegistration.update_client_information(token, updates, opts)
       |> merged(stored)
@@ -370,7 +370,7 @@ defmodule ExMCP.Authorization.ClientStore do
   """
   @spec delete_client(t(), issuer(), client_key(), [ClientRegistration.option()]) :: :ok | {:error, term()}
   def delete_client(store, issuer, client_key, opts \\ []) do
-    managed(store, issuer, client_key, opts, fn _stored, uri, token ->
+    managed(store, issuer, client_key, {opts, []}, fn _stored, uri, token ->
       case ClientRegistration.delete_client(uri, token, opts) do
         :ok -> :deleted
         error -> error
@@ -398,10 +398,10 @@ defmodule ExMCP.Authorization.ClientStore do
   # Runs an RFC 7592 call under the key's lock with the stored credentials;
   # `call` returns the new client to store, `:deleted`, or an error. The
   # options are checked here, in the caller, so that a bad one raises here.
-  defp managed(store, issuer, client_key, opts, call) do
+  defp managed(store, issuer, client_key, {opts, extra_options}, call) do
     {adapter, name} = store!(store)
     key = key!(issuer, client_key)
-    timeout = ClientRegistration.checked_options!(opts, [:replace])[:timeout]
+    timeout = ClientRegistration.checked_options!(opts, extra_options)[:timeout]
 
     adapter.with_lock(name, key, timeout, fn ->
       with {:ok, stored} <- stored!(adapter, name, key),
