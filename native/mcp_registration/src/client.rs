@@ -113,8 +113,11 @@ impl Options {
                 header.as_str()
             ));
         }
-        let value = HeaderValue::from_str(value)
+        let mut value = HeaderValue::from_str(value)
             .map_err(|_| "its value is not a valid header value".to_string())?;
+        // A caller's header may carry a credential (an API key, a gateway
+        // token): `Debug` of these options then shows `Sensitive`, not it.
+        value.set_sensitive(true);
         self.headers.append(header, value);
         Ok(())
     }
@@ -317,16 +320,18 @@ mod tests {
         assert!(!format!("{secret:?}").contains("s3cr3t"));
         let proxy =
             crate::proxy::ProxyUrl::parse("http://alice:pr0xy-pw@proxy.example:3128").unwrap();
-        let options = Options {
+        let mut options = Options {
             initial_access_token: Some(secret),
             proxy: ProxySetting::Url(proxy),
             ..Options::default()
         };
+        options.add_header("x-api-key", "h3ader-key").unwrap();
         let shown = format!("{options:?}");
         assert!(
-            !shown.contains("s3cr3t") && !shown.contains("pr0xy-pw"),
+            !shown.contains("s3cr3t") && !shown.contains("pr0xy-pw") && !shown.contains("h3ader"),
             "{shown}"
         );
+        assert!(shown.contains("x-api-key"), "{shown}");
         assert!(Secret::new("t", String::new()).is_err());
         assert!(Secret::new("t", "a\r\nInjected: x".into()).is_err());
     }
