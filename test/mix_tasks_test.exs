@@ -388,6 +388,40 @@ defmodule ExMCP.Authorization.MixTasksTest do
       refute File.exists?(missing), "reading a store never creates one"
     end
 
+    test "mcp.client list shows secret expiry as a date, marks it expired, and survives a server's absurd number",
+         %{store: store} do
+      {:ok, pid} = ClientStore.DETS.start_link(name: :expiry_list_store, path: store)
+      issuer = "https://as.example"
+
+      for {key, at} <- [
+            {"past", 1_000_000_000},
+            {"future", 4_102_444_800},
+            {"absurd", 100_000_000_000_000_000_000}
+          ] do
+        client = %{
+          client_id: "id-" <> key,
+          client_secret: "s3cret-" <> key,
+          client_secret_expires_at: at,
+          issuer: issuer,
+          registration_method: :dynamic
+        }
+
+        :ok = ClientStore.put({ClientStore.DETS, :expiry_list_store}, issuer, key, client)
+      end
+
+      GenServer.stop(pid)
+      {stdout, _} = run_task("mcp.client", ["list", "--store", store])
+      rows = stdout |> String.split("\n", trim: true) |> tl() |> Enum.map(&String.split(&1, ~r/\s{2,}/))
+
+      assert rows == [
+               [issuer, "absurd", "id-absurd", "dynamic", "100000000000000000000 (Unix time)"],
+               [issuer, "future", "id-future", "dynamic", "2100-01-01T00:00:00Z"],
+               [issuer, "past", "id-past", "dynamic", "2001-09-09T01:46:40Z (expired)"]
+             ]
+
+      refute stdout =~ "s3cret"
+    end
+
     test "mcp.client show, update and delete --issuer act through the store and persist a rotated token", %{
       store_server: server,
       mcp_url: mcp_url,

@@ -208,7 +208,13 @@ defmodule Mix.Tasks.Mcp.Client do
         "no secret"
 
       {_, at} when is_integer(at) and at > 0 ->
-        stamp = at |> DateTime.from_unix!() |> DateTime.to_iso8601()
+        # A server's number, possibly beyond what DateTime can hold.
+        stamp =
+          case DateTime.from_unix(at) do
+            {:ok, time} -> DateTime.to_iso8601(time)
+            {:error, _} -> "#{at} (Unix time)"
+          end
+
         if ClientStore.expired?(client, 0), do: stamp <> " (expired)", else: stamp
 
       _ ->
