@@ -1,4 +1,7 @@
 defmodule ExMCP.Authorization.ClientStore do
+  # Before the moduledoc, which states it.
+  @default_expiry_skew 30
+
   @moduledoc """
   Where obtained clients live between runs: one registration per
   authorization server (issuer) and client key, reused across restarts,
@@ -50,7 +53,7 @@ defmodule ExMCP.Authorization.ClientStore do
       that issuer, and checked again on the way out);
     * its `client_secret_expires_at` is `nil`, `0` (never expires, RFC 7591
       §3.2.1), or more than `:expiry_skew` seconds (default
-      #{30}) in the future;
+      #{@default_expiry_skew}) in the future;
     * every redirect URI of the metadata you pass is one of its
       `redirect_uris` (a stored client that cannot use your redirect URI is
       of no use).
@@ -93,8 +96,6 @@ defmodule ExMCP.Authorization.ClientStore do
   alias ExMCP.Authorization.{ClientRegistration, RotatedCredentials}
 
   require Logger
-
-  @default_expiry_skew 30
 
   @typedoc "A store: its adapter module and the name it was started with."
   @type t() :: {module(), term()}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::etf;
 use mcp_registration::net_guard::NetGuard;
-use mcp_registration::{metadata, request, Call, Options, ProxySetting, ProxyUrl, Secret};
+use mcp_registration::{
+    metadata, request, Call, Options, ProxySetting, ProxyUrl, RequestError, Secret,
+};
 use rustler::types::atom::Atom;
 use rustler::types::list::ListIterator;
 use rustler::{Binary, Encoder, Env, NifResult, Term};
@@ -122,12 +124,18 @@ fn get<'a>(
     options: Term<'a>,
     reply_ref: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let prepared = management_args(env, uri, token, options)
-        .map_err(Stop::Reason)
-        .and_then(|(uri, token, options)| {
-            Call::read(&uri, token, options).map_err(|e| convert::request_reason(env, e).into())
-        });
+    let prepared = prepare_management(env, [uri, token, options], Call::read);
     start(env, prepared, reply_ref)
+}
+
+/// A read or a delete (RFC 7592 §2.1, §2.3): the same arguments, one call.
+fn prepare_management<'a>(
+    env: Env<'a>,
+    [uri, token, options]: [Term<'a>; 3],
+    call: fn(&str, String, Options) -> Result<Call, RequestError>,
+) -> Prepared<'a> {
+    let (uri, token, options) = management_args(env, uri, token, options)?;
+    call(&uri, token, options).map_err(|e| convert::request_reason(env, e).into())
 }
 
 /// Exported as `update_nif`; `update_dirty` is its dirty-CPU twin (see
@@ -193,11 +201,7 @@ fn delete<'a>(
     options: Term<'a>,
     reply_ref: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let prepared = management_args(env, uri, token, options)
-        .map_err(Stop::Reason)
-        .and_then(|(uri, token, options)| {
-            Call::delete(&uri, token, options).map_err(|e| convert::request_reason(env, e).into())
-        });
+    let prepared = prepare_management(env, [uri, token, options], Call::delete);
     start(env, prepared, reply_ref)
 }
 

@@ -27,12 +27,26 @@ defmodule ExMCP.Authorization.ClientStore.Cipher do
   alias ExMCP.Authorization.ClientStore
 
   @doc false
-  # Checked when the store starts: a module with both callbacks, and a
-  # round trip that works.
-  @spec check(term(), module()) :: :ok | {:error, String.t()}
-  def check(nil, _adapter), do: :ok
+  # Checked when the store starts, in the caller: a module with both
+  # callbacks, and a round trip that works; otherwise ArgumentError.
+  @spec check!(term(), module()) :: :ok
+  def check!(nil, _adapter), do: :ok
 
-  def check({module, config}, _adapter) when is_atom(module) do
+  def check!({module, config}, adapter) when is_atom(module) do
+    case round_trip(module, config) do
+      :ok -> :ok
+      {:error, message} -> raise ArgumentError, "#{inspect(adapter)}: #{message}"
+    end
+  end
+
+  def check!(other, adapter),
+    do:
+      raise(
+        ArgumentError,
+        "#{inspect(adapter)}: option :cipher must be {module, config}, got: #{inspect(other, limit: 3, printable_limit: 20)}"
+      )
+
+  defp round_trip(module, config) do
     probe = :erlang.term_to_binary({:probe, System.unique_integer()})
 
     cond do
@@ -49,13 +63,6 @@ defmodule ExMCP.Authorization.ClientStore.Cipher do
   rescue
     exception -> {:error, "the cipher raised #{inspect(exception.__struct__)} on a test round trip"}
   end
-
-  def check(other, adapter),
-    do:
-      raise(
-        ArgumentError,
-        "#{inspect(adapter)}: option :cipher must be {module, config}, got: #{inspect(other, limit: 3, printable_limit: 20)}"
-      )
 
   # Only the cipher's own callbacks are called; the indirection keeps
   # Dialyzer from assuming any particular module.

@@ -81,10 +81,8 @@ defmodule ExMCP.Authorization.ClientStore.DETS do
 
     cipher = Keyword.get(opts, :cipher)
 
-    case Cipher.check(cipher, __MODULE__) do
-      :ok -> GenServer.start_link(__MODULE__, {name, path, cipher}, name: name)
-      {:error, message} -> raise ArgumentError, "#{inspect(__MODULE__)}: #{message}"
-    end
+    :ok = Cipher.check!(cipher, __MODULE__)
+    GenServer.start_link(__MODULE__, {name, path, cipher}, name: name)
   end
 
   @doc false

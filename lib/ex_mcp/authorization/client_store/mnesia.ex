@@ -84,10 +84,8 @@ defmodule ExMCP.Authorization.ClientStore.Mnesia do
     # Checked here, so that a bad option raises in the caller.
     _ = table_options!(opts)
 
-    case Cipher.check(cipher, __MODULE__) do
-      :ok -> GenServer.start_link(__MODULE__, {table, opts, cipher})
-      {:error, message} -> raise ArgumentError, "#{inspect(__MODULE__)}: #{message}"
-    end
+    :ok = Cipher.check!(cipher, __MODULE__)
+    GenServer.start_link(__MODULE__, {table, opts, cipher})
   end
 
   @impl GenServer
